@@ -1,0 +1,490 @@
+"""The wire contract between the Blender extension and the neurender backend.
+
+This module is the single source of truth for everything that crosses the boundary:
+
+* the pass folder (``manifest.json`` + per-frame multilayer EXR) that Blender writes and the backend reads,
+* the typed render settings (one object, validated up front, used by the CLI, the server and the add-on),
+* job states, progress records and the HTTP routes of ``neurender serve``.
+
+It uses the Python standard library only: the extension build script copies this file verbatim into the
+extension zip (as ``neurender_contract.py``), so Blender's bundled Python can import it without torch.
+Keep it that way; a test enforces it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+PROTOCOL_VERSION = 1
+"""Bumped on any incompatible change to the HTTP API or the settings object."""
+
+PASS_SCHEMA_VERSION = 1
+"""Version of the pass-folder layout (``manifest.json``)."""
+
+MANIFEST_NAME = "manifest.json"
+FRAME_FILE_PATTERN = "frame_{frame:04d}.png"
+"""Names of output frames; ``frame`` is the Blender frame number."""
+
+PASS_FILE_PATTERN = "passes_{frame:04d}.exr"
+"""Names of per-frame multilayer EXR files inside a pass folder."""
+
+# Upper bounds that keep one request from exhausting a machine. The server refuses anything beyond them.
+MAX_RESOLUTION = 2048
+MAX_STEPS = 150
+MAX_FRAMES = 10000
+MAX_CONTROLNETS = 4
+MAX_PROMPT_CHARS = 4000
+
+# Depth background: Cycles writes 1e10 where no geometry is hit (EEVEE about 1000). Anything at or beyond
+# this fraction of the stored far value is treated as background.
+DEPTH_BACKGROUND_THRESHOLD = 1e9
+
+# The pass names the backend understands (keys of ``PassManifest.passes``).
+KNOWN_PASSES = ("depth", "normal", "vector", "object_index", "combined")
+
+SCHEDULERS = ("ddim", "euler_a", "dpmpp_2m")
+CONSISTENCY_MODES = ("off", "first", "first+prev", "window", "keyframes")
+CONTROL_KINDS = ("depth", "normal", "edges")
+DTYPES = ("float32", "float16", "bfloat16")
+DEVICES = ("cpu", "cuda", "mps")
+
+
+class ContractError(ValueError):
+    """A pass folder, manifest or settings object that breaks the contract. The message is for the artist."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pass folder
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FrameCamera:
+    """Camera of one frame.
+
+    ``world_to_camera`` is the 4x4 row-major view matrix (Blender camera convention: the camera looks down its
+    local -Z, +Y up). ``fx, fy, cx, cy`` are pinhole intrinsics in pixels of the rendered image, with the
+    origin at the top-left pixel corner and y pointing down (image convention).
+    """
+
+    world_to_camera: list[list[float]]
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+    def check(self) -> None:
+        m = self.world_to_camera
+        if len(m) != 4 or any(len(row) != 4 for row in m):
+            raise ContractError("camera world_to_camera must be a 4x4 matrix")
+        values = [v for row in m for v in row] + [self.fx, self.fy, self.cx, self.cy]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+            raise ContractError("camera matrix and intrinsics must be finite numbers")
+        if self.fx <= 0 or self.fy <= 0:
+            raise ContractError("camera focal lengths must be positive")
+
+
+@dataclass
+class FrameEntry:
+    frame: int
+    file: str
+    camera: Optional[FrameCamera] = None
+
+
+@dataclass
+class PassManifest:
+    """``manifest.json`` of a pass folder.
+
+    ``depth_range`` is the shot-wide (near, far) of the finite depth actually seen over all frames, in scene
+    units; the backend normalises depth with this one range for the whole shot so depth never "breathes".
+    ``passes`` maps a pass name from ``KNOWN_PASSES`` to the EXR channel prefix holding it
+    (e.g. ``"depth": "ViewLayer.Depth"`` for channel ``ViewLayer.Depth.Z``).
+    """
+
+    frame_start: int
+    frame_end: int
+    fps: float
+    width: int
+    height: int
+    clip_start: float
+    clip_end: float
+    passes: dict[str, str]
+    frames: list[FrameEntry]
+    depth_range: Optional[tuple[float, float]] = None
+    schema_version: int = PASS_SCHEMA_VERSION
+    scene: str = ""
+    camera_type: str = "PERSP"
+    generator: str = ""
+
+    @property
+    def frame_numbers(self) -> list[int]:
+        return [f.frame for f in self.frames]
+
+    def check(self) -> None:
+        if self.schema_version != PASS_SCHEMA_VERSION:
+            raise ContractError(
+                f"pass folder schema version {self.schema_version} is not supported "
+                f"(this neurender reads version {PASS_SCHEMA_VERSION})"
+            )
+        if self.frame_end < self.frame_start:
+            raise ContractError(f"frame range {self.frame_start}-{self.frame_end} is empty")
+        if not (0 < self.width <= 16384 and 0 < self.height <= 16384):
+            raise ContractError(f"resolution {self.width}x{self.height} is not valid")
+        if not (math.isfinite(self.fps) and self.fps > 0):
+            raise ContractError("fps must be a positive number")
+        if not (0 < self.clip_start < self.clip_end and math.isfinite(self.clip_end)):
+            raise ContractError(f"clip range {self.clip_start}..{self.clip_end} is not valid")
+        unknown = sorted(set(self.passes) - set(KNOWN_PASSES))
+        if unknown:
+            raise ContractError(f"unknown passes in manifest: {', '.join(unknown)}")
+        if "depth" not in self.passes:
+            raise ContractError("the pass folder has no depth pass; neurender needs at least depth")
+        if not self.frames:
+            raise ContractError("the manifest lists no frames")
+        seen: set[int] = set()
+        for entry in self.frames:
+            if entry.frame in seen:
+                raise ContractError(f"frame {entry.frame} is listed twice")
+            seen.add(entry.frame)
+            if not (self.frame_start <= entry.frame <= self.frame_end):
+                raise ContractError(f"frame {entry.frame} lies outside {self.frame_start}-{self.frame_end}")
+            if not entry.file or "/" in entry.file or "\\" in entry.file or entry.file.startswith("."):
+                raise ContractError(f"frame {entry.frame}: file name {entry.file!r} must be a plain file name")
+            if entry.camera is not None:
+                entry.camera.check()
+        if self.depth_range is not None:
+            near, far = self.depth_range
+            if not (math.isfinite(near) and math.isfinite(far) and 0 <= near < far):
+                raise ContractError(f"depth_range {self.depth_range} is not a valid (near, far)")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        if self.depth_range is not None:
+            d["depth_range"] = list(self.depth_range)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PassManifest":
+        if not isinstance(data, dict):
+            raise ContractError("manifest must be a JSON object")
+        version = data.get("schema_version")
+        if version != PASS_SCHEMA_VERSION:
+            raise ContractError(
+                f"pass folder schema version {version!r} is not supported (this neurender reads version "
+                f"{PASS_SCHEMA_VERSION})"
+            )
+        try:
+            frames = []
+            for f in data["frames"]:
+                cam = f.get("camera")
+                frames.append(
+                    FrameEntry(
+                        frame=int(f["frame"]),
+                        file=str(f["file"]),
+                        camera=FrameCamera(**cam) if cam is not None else None,
+                    )
+                )
+            dr = data.get("depth_range")
+            manifest = cls(
+                frame_start=int(data["frame_start"]),
+                frame_end=int(data["frame_end"]),
+                fps=float(data["fps"]),
+                width=int(data["width"]),
+                height=int(data["height"]),
+                clip_start=float(data["clip_start"]),
+                clip_end=float(data["clip_end"]),
+                passes={str(k): str(v) for k, v in dict(data["passes"]).items()},
+                frames=frames,
+                depth_range=(float(dr[0]), float(dr[1])) if dr is not None else None,
+                schema_version=int(version),
+                scene=str(data.get("scene", "")),
+                camera_type=str(data.get("camera_type", "PERSP")),
+                generator=str(data.get("generator", "")),
+            )
+        except ContractError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ContractError(f"manifest is malformed: {exc.__class__.__name__}: {exc}") from None
+        manifest.check()
+        return manifest
+
+    @classmethod
+    def from_json(cls, text: str) -> "PassManifest":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ContractError(f"manifest.json is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ControlNetUnit:
+    """One ControlNet applied to one control signal derived from the passes."""
+
+    kind: str
+    model: str
+    weight: float = 1.0
+    guidance_start: float = 0.0
+    guidance_end: float = 1.0
+
+    def check(self) -> None:
+        if self.kind not in CONTROL_KINDS:
+            raise ContractError(f"controlnet kind {self.kind!r} is not one of {', '.join(CONTROL_KINDS)}")
+        if not self.model:
+            raise ContractError(f"controlnet {self.kind}: no model path given")
+        if not (math.isfinite(self.weight) and 0.0 <= self.weight <= 4.0):
+            raise ContractError(f"controlnet {self.kind}: weight {self.weight} must be within 0..4")
+        if not (0.0 <= self.guidance_start < self.guidance_end <= 1.0):
+            raise ContractError(
+                f"controlnet {self.kind}: guidance start/end {self.guidance_start}/{self.guidance_end} must satisfy "
+                "0 <= start < end <= 1"
+            )
+
+
+@dataclass
+class LoraSpec:
+    path: str
+    weight: float = 1.0
+
+    def check(self) -> None:
+        if not self.path:
+            raise ContractError("LoRA: no file path given")
+        if not (math.isfinite(self.weight) and -4.0 <= self.weight <= 4.0):
+            raise ContractError(f"LoRA {self.path}: weight {self.weight} must be within -4..4")
+
+
+_FRAMES_RE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
+
+
+def parse_frame_range(text: str) -> tuple[int, int]:
+    """Parse ``"A-B"`` or ``"A"`` into an inclusive range."""
+    m = _FRAMES_RE.match(text or "")
+    if not m:
+        raise ContractError(f"frame range {text!r} must look like 12-48 or 12")
+    a = int(m.group(1))
+    b = int(m.group(2)) if m.group(2) is not None else a
+    if b < a:
+        raise ContractError(f"frame range {text!r} is empty")
+    return a, b
+
+
+@dataclass
+class RenderSettings:
+    """Everything that decides a render. One typed object for the CLI, the server and the Blender add-on.
+
+    ``width``/``height`` of 0 mean "the pass folder's resolution rounded down to a multiple of 8".
+    """
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 0
+    steps: int = 20
+    guidance_scale: float = 7.5
+    scheduler: str = "dpmpp_2m"
+    width: int = 0
+    height: int = 0
+    model: str = ""
+    controlnets: list[ControlNetUnit] = field(default_factory=list)
+    loras: list[LoraSpec] = field(default_factory=list)
+    consistency: str = "first+prev"
+    fixed_noise: bool = True
+    window_size: int = 8
+    window_stride: int = 4
+    reference_image: str = ""
+    batch_size: int = 4
+    depth_smoothing: int = 0
+    """Savitzky-Golay window (odd, >= 3) over the per-frame depth range; 0 keeps one fixed shot-wide range."""
+    deflicker_steps: list[int] = field(default_factory=list)
+    """Denoising step indices at which the in-iteration deflicker runs (empty: never)."""
+    deflicker_method: str = "auto"
+    deflicker_window: int = 3
+    post_deflicker: bool = False
+    frames: str = ""
+    """Optional ``A-B`` subset of the shot's frames."""
+    device: str = "cpu"
+    dtype: str = "float32"
+    overwrite: bool = False
+
+    def check(self) -> None:
+        """Raise ``ContractError`` with one concise reason for the first invalid field."""
+        if not isinstance(self.prompt, str) or len(self.prompt) > MAX_PROMPT_CHARS:
+            raise ContractError(f"prompt must be text of at most {MAX_PROMPT_CHARS} characters")
+        if not isinstance(self.negative_prompt, str) or len(self.negative_prompt) > MAX_PROMPT_CHARS:
+            raise ContractError(f"negative prompt must be text of at most {MAX_PROMPT_CHARS} characters")
+        if not (0 <= self.seed < 2**63):
+            raise ContractError("seed must be within 0 .. 2**63-1")
+        if not (1 <= self.steps <= MAX_STEPS):
+            raise ContractError(f"steps must be within 1..{MAX_STEPS}")
+        if not (math.isfinite(self.guidance_scale) and 0.0 <= self.guidance_scale <= 50.0):
+            raise ContractError("guidance scale must be within 0..50")
+        if self.scheduler not in SCHEDULERS:
+            raise ContractError(f"scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        for name, value in (("width", self.width), ("height", self.height)):
+            if value != 0 and not (8 <= value <= MAX_RESOLUTION and value % 8 == 0):
+                raise ContractError(f"{name} {value} must be a multiple of 8 within 8..{MAX_RESOLUTION}")
+        if len(self.controlnets) > MAX_CONTROLNETS:
+            raise ContractError(f"at most {MAX_CONTROLNETS} ControlNet units")
+        for unit in self.controlnets:
+            unit.check()
+        for lora in self.loras:
+            lora.check()
+        if self.consistency not in CONSISTENCY_MODES:
+            raise ContractError(f"consistency {self.consistency!r} is not one of {', '.join(CONSISTENCY_MODES)}")
+        if not (2 <= self.window_size <= 64):
+            raise ContractError("window size must be within 2..64")
+        if not (1 <= self.window_stride <= self.window_size):
+            raise ContractError("window stride must be within 1..window size")
+        if not (1 <= self.batch_size <= 64):
+            raise ContractError("batch size must be within 1..64")
+        if self.depth_smoothing != 0 and not (3 <= self.depth_smoothing <= 99 and self.depth_smoothing % 2 == 1):
+            raise ContractError("depth smoothing window must be 0 (off) or an odd number within 3..99")
+        for s in self.deflicker_steps:
+            if not (0 <= s < self.steps):
+                raise ContractError(f"deflicker step {s} is outside 0..{self.steps - 1}")
+        if self.deflicker_method not in ("auto", "exact", "patchmatch"):
+            raise ContractError("deflicker method must be auto, exact or patchmatch")
+        if not (1 <= self.deflicker_window <= 32):
+            raise ContractError("deflicker window must be within 1..32")
+        if self.frames:
+            parse_frame_range(self.frames)
+        if self.device not in DEVICES:
+            raise ContractError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
+        if self.dtype not in DTYPES:
+            raise ContractError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RenderSettings":
+        """Build from JSON-like data; unknown keys and wrong types are errors, never silently dropped."""
+        if not isinstance(data, dict):
+            raise ContractError("settings must be a JSON object")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ContractError(f"unknown settings: {', '.join(unknown)}")
+        kwargs: dict[str, Any] = {}
+        defaults = cls()
+        for name, value in data.items():
+            if name == "controlnets":
+                kwargs[name] = [_build(ControlNetUnit, u, "controlnet") for u in _as_list(value, name)]
+            elif name == "loras":
+                kwargs[name] = [_build(LoraSpec, u, "lora") for u in _as_list(value, name)]
+            elif name == "deflicker_steps":
+                kwargs[name] = [_coerce(int, v, name) for v in _as_list(value, name)]
+            else:
+                kwargs[name] = _coerce(type(getattr(defaults, name)), value, name)
+        settings = cls(**kwargs)
+        settings.check()
+        return settings
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def _as_list(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ContractError(f"{name} must be a list")
+    return value
+
+
+def _coerce(kind: type, value: Any, name: str) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ContractError(f"{name} must be true or false")
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ContractError(f"{name} must be an integer")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ContractError(f"{name} must be a number")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ContractError(f"{name} must be text")
+        return value
+    raise ContractError(f"{name} has an unsupported type")
+
+
+def _build(cls: type, data: Any, what: str) -> Any:
+    if not isinstance(data, dict):
+        raise ContractError(f"{what} entries must be JSON objects")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ContractError(f"unknown {what} settings: {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = fields[name].default
+        kind = type(default) if default is not dataclasses.MISSING else str
+        kwargs[name] = _coerce(kind, value, f"{what}.{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ContractError(f"{what}: {exc}") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Jobs and the HTTP API
+# --------------------------------------------------------------------------------------------------------------
+
+JOB_QUEUED = "queued"
+JOB_RUNNING = "running"
+JOB_DONE = "done"
+JOB_FAILED = "failed"
+JOB_CANCELLED = "cancelled"
+JOB_STATES = (JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED)
+JOB_FINAL_STATES = (JOB_DONE, JOB_FAILED, JOB_CANCELLED)
+
+TOKEN_HEADER = "Authorization"
+"""Requests carry ``Authorization: Bearer <token>`` whenever the server requires a token."""
+
+ROUTE_VERSION = "/version"
+ROUTE_JOBS = "/jobs"
+ROUTE_JOB = "/jobs/{job_id}"
+ROUTE_JOB_FRAME = "/jobs/{job_id}/frames/{frame}"
+ROUTE_JOB_EVENTS = "/jobs/{job_id}/events"
+ROUTE_JOB_UPLOAD = "/jobs/upload"
+ROUTE_FREE = "/models/free"
+
+
+@dataclass
+class Progress:
+    """Progress of one job, as reported by the runner and served by ``GET /jobs/{id}``."""
+
+    frames_done: int = 0
+    frames_total: int = 0
+    step: int = 0
+    steps_total: int = 0
+    phase: str = ""
+    message: str = ""
+
+    @property
+    def fraction(self) -> float:
+        if self.steps_total <= 0:
+            return 0.0
+        return min(1.0, self.step / self.steps_total)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def compatible_protocol(server_protocol: int) -> bool:
+    """The add-on refuses a backend speaking another protocol version."""
+    return server_protocol == PROTOCOL_VERSION

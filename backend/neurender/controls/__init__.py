@@ -1,0 +1,1 @@
+"""Control images derived from exact render passes (no estimators)."""

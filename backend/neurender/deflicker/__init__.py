@@ -1,0 +1,1 @@
+"""Deflicker engine: exact-motion warping, PatchMatch fallback, in-iteration and post deflicker."""

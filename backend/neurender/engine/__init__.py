@@ -1,0 +1,1 @@
+"""The synthesis engine: lockstep multi-frame denoising, cross-frame attention, fixed noise."""

@@ -1,0 +1,1 @@
+"""Offline model loading: diffusers folders, single-file checkpoints, ControlNets, LoRAs."""

@@ -1,0 +1,1 @@
+"""Reading and validating pass folders (manifest.json + multilayer EXR per frame)."""

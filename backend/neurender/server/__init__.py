@@ -1,0 +1,1 @@
+"""`neurender serve`: the HTTP adapter over the job runner."""
