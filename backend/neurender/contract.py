@@ -452,6 +452,21 @@ JOB_CANCELLED = "cancelled"
 JOB_STATES = (JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED)
 JOB_FINAL_STATES = (JOB_DONE, JOB_FAILED, JOB_CANCELLED)
 
+# HTTP API of ``neurender serve`` (JSON unless noted; every error is a 4xx/5xx with ``{"detail": "<reason>"}``):
+#   GET    /version                -> {"backend_version", "protocol_version", "pass_schema_version", "device",
+#                                      "models": {...what is loaded...}, "token_required": bool}
+#   POST   /jobs                   <- {"pass_dir": "/abs/path", "settings": {RenderSettings}, "out_dir": optional abs path}
+#                                  -> 201 Job
+#   POST   /jobs/upload            <- multipart: "file" = zip of a pass folder, "settings" = JSON text -> 201 Job
+#   GET    /jobs                   -> {"jobs": [Job, ...]}  (newest first)
+#   GET    /jobs/{id}              -> Job
+#   GET    /jobs/{id}/frames/{n}   -> image/png of finished frame n (Blender frame number)
+#   GET    /jobs/{id}/events       -> text/event-stream of Job snapshots (optional; polling works on its own)
+#   DELETE /jobs/{id}              -> Job (a queued job is cancelled at once, a running one at its next step)
+#   POST   /models/free            -> {"freed": true}
+# Job = {"id", "state" (JOB_STATES), "progress": Progress.to_dict(), "error": str | null, "created", "updated" (unix s),
+#        "frames_done": [frame numbers finished], "frame_start", "frame_end", "out_dir", "settings": {RenderSettings}}
+
 TOKEN_HEADER = "Authorization"
 """Requests carry ``Authorization: Bearer <token>`` whenever the server requires a token."""
 
