@@ -1,23 +1,34 @@
 """The job runner: the one entry point that renders a pass folder into frames.
 
 The CLI (``neurender render``) and the HTTP server (``neurender serve``) are thin adapters over ``run_render``;
-neither holds algorithm code.
+neither holds algorithm code. The runner wires the pieces together and owns the durability rules:
+
+* the settings are validated up front, the pass folder is opened and checked before any model is loaded;
+* frames already finished (a decodable ``frame_NNNN.png``) are skipped unless ``overwrite``; if every requested frame
+  exists nothing is loaded at all;
+* the denoising state is checkpointed after every step in ``OUT/.neurender/state.pt``, so a killed job resumes at the
+  step it reached; frames are written atomically as they are decoded;
+* all frames of the shot advance in lockstep, even when only some are missing, so a resumed shot is as coherent as
+  an uninterrupted one (only the missing frames are written).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from neurender.contract import Progress, RenderSettings
-from neurender.errors import JobCancelled
+from neurender.contract import Progress, RenderSettings, parse_frame_range
+from neurender.errors import InputError, JobCancelled
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
+STATE_DIR = ".neurender"
 
 
 class CancelToken:
@@ -52,6 +63,36 @@ class RenderResult:
     frames_written: list[int] = field(default_factory=list)
     frames_skipped: list[int] = field(default_factory=list)
     random_model: bool = False
+    resumed_from_step: int = 0
+
+
+def render_size(settings: RenderSettings, pass_width: int, pass_height: int) -> tuple[int, int]:
+    """(width, height): the settings' size, or the pass folder's rounded down to a multiple of 8."""
+    width = settings.width or (pass_width // 8) * 8
+    height = settings.height or (pass_height // 8) * 8
+    if width < 8 or height < 8:
+        raise InputError(f"the pass resolution {pass_width}x{pass_height} is too small to render (minimum 8x8)")
+    return width, height
+
+
+def fingerprint(settings: RenderSettings, manifest_json: str, frames: list[int], size: tuple[int, int]) -> str:
+    """A hash of everything that decides the denoising result (not ``overwrite``)."""
+    data = settings.to_dict()
+    data.pop("overwrite", None)
+    blob = json.dumps({"settings": data, "manifest": manifest_json, "frames": frames, "size": size}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class _Reporter:
+    def __init__(self, callback: Optional[ProgressCallback], frames_total: int, steps_total: int) -> None:
+        self.callback = callback
+        self.progress = Progress(frames_total=frames_total, steps_total=steps_total)
+
+    def update(self, **changes) -> None:
+        for key, value in changes.items():
+            setattr(self.progress, key, value)
+        if self.callback is not None:
+            self.callback(Progress(**self.progress.to_dict()))
 
 
 def run_render(
@@ -59,11 +100,147 @@ def run_render(
     *,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[CancelToken] = None,
-    pipelines: Optional["PipelineCache"] = None,  # noqa: F821  (neurender.models.cache.PipelineCache)
+    pipelines=None,
 ) -> RenderResult:
     """Render ``spec.pass_dir`` into ``spec.out_dir`` (``frame_0001.png`` ...), atomically, skipping done frames.
 
     Raises ``InputError`` subclasses for bad input, ``JobCancelled`` when ``cancel`` is set (frames already
-    written stay), anything else for internal failures.
+    written stay), anything else for internal failures. ``pipelines`` is a ``PipelineCache`` to keep models
+    loaded between jobs (a fresh one is used when None).
     """
-    raise NotImplementedError  # implemented with the engine
+    # Heavy imports stay inside the call: importing the runner must not import torch.
+    from neurender.controls.builder import ControlBuilder
+    from neurender.engine.sampler import LockstepSampler, SamplerOptions
+    from neurender.frames import finished_frames, frame_path, remove_stale_temporaries, write_png_atomic
+    from neurender.models.cache import PipelineCache
+    from neurender.passes.folder import PassFolder
+
+    settings = spec.settings
+    settings.check()
+    cancel = cancel or CancelToken()
+    frame_range = parse_frame_range(settings.frames) if settings.frames else None
+    folder = PassFolder.open(spec.pass_dir, frames=frame_range)
+    frames = list(folder.frames)
+    width, height = render_size(settings, folder.width, folder.height)
+    out_dir = Path(spec.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir)
+    done = [] if settings.overwrite else finished_frames(out_dir, frames)
+    todo = [f for f in frames if f not in done]
+    reporter = _Reporter(progress, len(frames), settings.steps)
+    result = RenderResult(out_dir=out_dir, frames_skipped=done)
+    if not todo:
+        log.info("all %d frames already exist in %s; nothing to do (use --overwrite to render again)", len(frames), out_dir)
+        reporter.update(frames_done=len(frames), step=settings.steps, phase="done")
+        return result
+    if done:
+        log.info("%d of %d frames already exist; rendering the shot again to write the other %d", len(done), len(frames), len(todo))
+
+    reporter.update(phase="loading", message="loading models")
+    loaded, kinds = _load(settings, pipelines or PipelineCache())
+    result.random_model = loaded.random_weights
+    cancel.raise_if_cancelled()
+
+    reporter.update(phase="controls", message="deriving control images from the passes")
+    builder = ControlBuilder(folder, sorted(set(kinds)), width, height, depth_smoothing=settings.depth_smoothing)
+    controls = {}
+    for f in frames:
+        cancel.raise_if_cancelled()
+        controls[f] = builder.images(f)
+        if spec.save_controls is not None:
+            builder.save(f, Path(spec.save_controls))
+    pipe = loaded.pipe
+
+    def provide(positions):
+        return [
+            pipe.control_image_processor.preprocess([controls[frames[p]][kind] for p in positions], height=height, width=width)
+            for kind in kinds
+        ]
+
+    reference = None
+    if settings.reference_image:
+        reference = _open_reference(settings.reference_image)
+
+    state_path = out_dir / STATE_DIR / "state.pt"
+    units = settings.controlnets
+    sampler = LockstepSampler(
+        pipe=pipe,
+        options=SamplerOptions(
+            steps=settings.steps,
+            guidance_scale=settings.guidance_scale,
+            scheduler=settings.scheduler,
+            seed=settings.seed,
+            fixed_noise=settings.fixed_noise,
+            consistency=settings.consistency,
+            window_size=settings.window_size,
+            window_stride=settings.window_stride,
+            batch_size=settings.batch_size,
+            control_scales=[u.weight for u in units] or [1.0] * len(kinds),
+            control_start=[u.guidance_start for u in units],
+            control_end=[u.guidance_end for u in units],
+        ),
+        num_frames=len(frames),
+        height=height,
+        width=width,
+        controls=provide if kinds else None,
+        prompt=settings.prompt,
+        negative_prompt=settings.negative_prompt,
+        reference_image=reference,
+        on_step=lambda s, n: reporter.update(step=s, phase="denoise", message=f"step {s}/{n}"),
+        should_stop=cancel.raise_if_cancelled,
+        checkpoint_path=state_path,
+        fingerprint=fingerprint(settings, folder.manifest.to_json(), frames, (width, height)),
+    )
+    reporter.update(phase="denoise", message="denoising")
+    latents = sampler.run()
+
+    reporter.update(phase="decode", message="decoding frames", frames_done=len(done))
+    written = []
+    for s in range(0, len(frames), settings.batch_size):
+        cancel.raise_if_cancelled()
+        chunk = list(range(s, min(s + settings.batch_size, len(frames))))
+        if not any(frames[p] in todo for p in chunk):
+            continue
+        images = sampler.decode(latents[chunk])
+        for p, image in zip(chunk, images):
+            if frames[p] in todo:
+                write_png_atomic(frame_path(out_dir, frames[p]), image)
+                written.append(frames[p])
+        reporter.update(frames_done=len(done) + len(written))
+    state_path.unlink(missing_ok=True)
+    result.frames_written = written
+    reporter.update(phase="done", message=f"{len(written)} frames written")
+    return result
+
+
+def _load(settings: RenderSettings, cache):
+    """The pipeline for these settings and the control kind of each ControlNet unit, in order."""
+    from neurender.models.random_models import default_demo_model
+
+    controlnets = [(u.kind, u.model) for u in settings.controlnets]
+    model = settings.model
+    if not model:
+        demo = default_demo_model()
+        model = str(demo.model)
+        if not controlnets:
+            controlnets = [(kind, str(path)) for kind, path in demo.controlnets.items() if kind in ("depth", "edges")]
+        log.warning(
+            "NO MODEL GIVEN: rendering with neurender's built-in RANDOM-WEIGHT demo model. The output is noise-like "
+            "patterns, not an image. Pass --model PATH (an SD 1.5 checkpoint) for real results."
+        )
+    loaded = cache.get(model, controlnets, settings.loras, settings.device, settings.dtype)
+    if not settings.model:
+        loaded.random_weights = True
+    return loaded, [kind for kind, _ in controlnets]
+
+
+def _open_reference(path: str):
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise InputError(f"reference image {path} does not exist") from None
+    except Exception as exc:
+        raise InputError(f"reference image {path} cannot be read: {exc}") from None

@@ -1,0 +1,302 @@
+"""Lockstep multi-frame denoising around the stock diffusers components.
+
+All frames of a shot advance through the denoising loop together (one scheduler step for the whole sequence per
+iteration), which is what DiffSynth's latent in-iteration deflicker needs (arXiv 2308.03463, Sec. 3.3): at any
+step a hook may look at the noise estimates of every frame and replace them. The model itself is evaluated over
+groups of frames that bound memory: consecutive chunks of ``batch_size`` frames, or, in ``window`` mode,
+overlapping windows whose noise estimates are blended with triangular weights ``max(1 - |i - c| / half, 0.01)``
+(DiffSynth-Studio's sliding-window scheme).
+
+Per step and per group the code follows diffusers' ``StableDiffusionControlNetPipeline.__call__`` line for line
+(CFG batch layout, ``scale_model_input``, ControlNet residuals with guidance start/end, UNet, guidance, scheduler
+step), so with one frame and consistency off the result equals the stock pipeline; a test checks it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from neurender.engine.attention import CrossFrameState, FrameBatch, cross_frame_attention
+from neurender.engine.checkpoint import load_checkpoint, restore_generators, restore_scheduler, save_checkpoint
+from neurender.engine.noise import initial_latents, make_generator, step_generators
+from neurender.engine.prediction import eps_from_x0, predict_x0
+from neurender.engine.schedulers import make_scheduler
+
+log = logging.getLogger(__name__)
+
+ControlProvider = Callable[[Sequence[int]], list[torch.Tensor]]
+"""Frame positions -> one (n, 3, H, W) float tensor per ControlNet unit (control_image_processor output)."""
+
+
+@dataclass
+class SamplerOptions:
+    steps: int = 20
+    guidance_scale: float = 7.5
+    scheduler: str = "dpmpp_2m"
+    seed: int = 0
+    fixed_noise: bool = True
+    consistency: str = "off"
+    window_size: int = 8
+    window_stride: int = 4
+    batch_size: int = 4
+    control_scales: Sequence[float] = ()
+    control_start: Sequence[float] = ()
+    control_end: Sequence[float] = ()
+    eta: float = 0.0
+
+
+@dataclass
+class StepContext:
+    """What a step hook sees: the whole sequence at one denoising step, before the scheduler moves it."""
+
+    step: int
+    num_steps: int
+    timestep: torch.Tensor
+    latents: torch.Tensor
+    noise_pred: torch.Tensor
+    sampler: "LockstepSampler"
+
+    def predicted_x0(self) -> torch.Tensor:
+        return predict_x0(self.sampler.scheduler, self.latents, self.noise_pred, self.timestep)
+
+    def noise_from_x0(self, x0: torch.Tensor) -> torch.Tensor:
+        return eps_from_x0(self.sampler.scheduler, self.latents, x0, self.timestep)
+
+
+StepHook = Callable[[StepContext], Optional[torch.Tensor]]
+"""Returns a replacement noise estimate for all frames, or None to leave it unchanged."""
+
+StepCallback = Callable[[int, int], None]
+"""(steps done, steps total) after every step."""
+
+
+def window_groups(frames: int, size: int, stride: int) -> list[list[int]]:
+    """Overlapping windows covering 0..frames-1; the last window is aligned to the end."""
+    if frames <= size:
+        return [list(range(frames))]
+    starts = list(range(0, frames - size + 1, stride))
+    if starts[-1] + size < frames:
+        starts.append(frames - size)
+    return [list(range(s, s + size)) for s in starts]
+
+
+def triangular_weights(length: int) -> torch.Tensor:
+    """Blending weights of one window: highest in the middle, never zero (DiffSynth-Studio)."""
+    centre = (length - 1) / 2
+    half = max(length / 2, 1e-6)
+    return torch.tensor([max(1.0 - abs(i - centre) / half, 0.01) for i in range(length)])
+
+
+def chunk_groups(frames: int, size: int) -> list[list[int]]:
+    return [list(range(s, min(s + size, frames))) for s in range(0, frames, size)]
+
+
+@dataclass
+class LockstepSampler:
+    pipe: object
+    options: SamplerOptions
+    num_frames: int
+    height: int
+    width: int
+    controls: Optional[ControlProvider] = None
+    prompt: str = ""
+    negative_prompt: str = ""
+    reference_image: Optional[object] = None  # PIL image: an extra cross-frame anchor
+    hooks: Sequence[StepHook] = ()
+    on_step: Optional[StepCallback] = None
+    should_stop: Optional[Callable[[], None]] = None  # raises to stop (e.g. CancelToken.raise_if_cancelled)
+    checkpoint_path: Optional[Path] = None
+    fingerprint: str = ""
+    scheduler: object = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        pipe = self.pipe
+        self.device = pipe.unet.device
+        self.dtype = pipe.unet.dtype
+        self.controlnet = getattr(pipe, "controlnet", None)
+        self.scheduler = make_scheduler(self.options.scheduler, pipe.scheduler.config)
+        self.do_cfg = self.options.guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None
+
+    # ---------------------------------------------------------------------------------------------------------
+    def run(self) -> torch.Tensor:
+        """Denoise every frame; returns the final latents (frames, C, h, w)."""
+        pipe, opt = self.pipe, self.options
+        with torch.no_grad():
+            pos, neg = pipe.encode_prompt(
+                self.prompt, self.device, 1, self.do_cfg, self.negative_prompt if self.negative_prompt else None
+            )
+            self._pos, self._neg = pos, neg
+            self.scheduler.set_timesteps(opt.steps, device=self.device)
+            timesteps = self.scheduler.timesteps
+            generator = make_generator(opt.seed)
+            vsf = pipe.vae_scale_factor
+            shape = (pipe.unet.config.in_channels, self.height // vsf, self.width // vsf)
+            noise = initial_latents(generator, self.num_frames, shape, opt.fixed_noise, self.device, pos.dtype)
+            self._noise0 = noise[:1]
+            latents = noise * self.scheduler.init_noise_sigma
+            self._generators = step_generators(generator, self.num_frames, opt.fixed_noise)
+            self._extra = pipe.prepare_extra_step_kwargs(self._generators, opt.eta)
+            start = 0
+            if self.checkpoint_path is not None:
+                saved = load_checkpoint(self.checkpoint_path, self.fingerprint)
+                if saved is not None and saved["latents"].shape == latents.shape:
+                    start = int(saved["step"]) + 1
+                    latents = saved["latents"].to(self.device, latents.dtype)
+                    restore_scheduler(self.scheduler, saved["scheduler"], self.device)
+                    restore_generators(self._generators, saved["generators"])
+                    log.info("resuming from step %d/%d", start, len(timesteps))
+            self._ref_latents = self._encode_reference()
+            state = CrossFrameState(mode=opt.consistency, use_reference=self._ref_latents is not None)
+            models = [pipe.unet] + self._controlnet_models()
+            with cross_frame_attention(models if opt.consistency != "off" else [], state):
+                self._state = state
+                for i in range(start, len(timesteps)):
+                    t = timesteps[i]
+                    state.step = i
+                    noise_pred = self._noise_prediction(latents, t, i, len(timesteps))
+                    ctx = StepContext(i, len(timesteps), t, latents, noise_pred, self)
+                    for hook in self.hooks:
+                        replaced = hook(ctx)
+                        if replaced is not None:
+                            ctx.noise_pred = replaced
+                    latents = self.scheduler.step(ctx.noise_pred, t, latents, **self._extra, return_dict=False)[0]
+                    if self.checkpoint_path is not None and i < len(timesteps) - 1:
+                        save_checkpoint(
+                            self.checkpoint_path,
+                            fingerprint=self.fingerprint,
+                            step=i,
+                            latents=latents,
+                            scheduler=self.scheduler,
+                            generators=self._generators,
+                        )
+                    if self.on_step is not None:
+                        self.on_step(i + 1, len(timesteps))
+        return latents
+
+    # ---------------------------------------------------------------------------------------------------------
+    def _controlnet_models(self) -> list:
+        cn = self.controlnet
+        if cn is None:
+            return []
+        return list(getattr(cn, "nets", [cn]))
+
+    def _groups(self) -> list[tuple[list[int], Optional[torch.Tensor]]]:
+        opt = self.options
+        if opt.consistency == "window":
+            return [(g, triangular_weights(len(g))) for g in window_groups(self.num_frames, opt.window_size, opt.window_stride)]
+        return [(g, None) for g in chunk_groups(self.num_frames, opt.batch_size)]
+
+    def _noise_prediction(self, latents: torch.Tensor, t, i: int, n_steps: int) -> torch.Tensor:
+        if self._ref_latents is not None:
+            self._check_stop()
+            x_ref = self.scheduler.add_noise(self._ref_latents, self._noise0, t.reshape(1))
+            self._evaluate([0], x_ref, t, i, n_steps, reference=True)
+        out = torch.zeros_like(latents)
+        weight_sum = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
+        for positions, weights in self._groups():
+            self._check_stop()
+            pred = self._evaluate(positions, latents[positions], t, i, n_steps)
+            if weights is None:
+                out[positions] = pred
+                weight_sum[positions] = 1
+            else:
+                w = weights.to(latents.device, latents.dtype)
+                out[positions] += pred * w[:, None, None, None]
+                weight_sum[positions] += w
+        if torch.all(weight_sum == 1):
+            return out
+        return out / weight_sum[:, None, None, None]
+
+    def _evaluate(self, positions, x, t, i, n_steps, reference: bool = False) -> torch.Tensor:
+        """One model call for a group of frames: the body of the stock pipeline's loop."""
+        pipe, opt = self.pipe, self.options
+        n = len(positions)
+        cfg = 2 if self.do_cfg else 1
+        self._state.batch = FrameBatch(positions=list(positions), cfg=cfg, is_reference=reference)
+        prompt_embeds = self._pos.expand(n, -1, -1)
+        if self.do_cfg:
+            prompt_embeds = torch.cat([self._neg.expand(n, -1, -1), prompt_embeds])
+        latent_model_input = torch.cat([x] * 2) if self.do_cfg else x
+        latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
+        down, mid = None, None
+        if self.controlnet is not None and not reference:
+            scales = self._control_scales(i, n_steps)
+            if any(s != 0 for s in scales):
+                images = [img.to(self.device, self.controlnet.dtype) for img in self.controls(positions)]
+                if self.do_cfg:
+                    images = [torch.cat([img] * 2) for img in images]
+                multi = hasattr(self.controlnet, "nets")
+                down, mid = self.controlnet(
+                    latent_model_input,
+                    t,
+                    encoder_hidden_states=prompt_embeds,
+                    controlnet_cond=images if multi else images[0],
+                    conditioning_scale=scales if multi else scales[0],
+                    guess_mode=False,
+                    return_dict=False,
+                )
+        noise_pred = pipe.unet(
+            latent_model_input,
+            t,
+            encoder_hidden_states=prompt_embeds,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            return_dict=False,
+        )[0]
+        self._state.batch = None
+        if self.do_cfg:
+            uncond, text = noise_pred.chunk(2)
+            noise_pred = uncond + opt.guidance_scale * (text - uncond)
+        return noise_pred
+
+    def _control_scales(self, i: int, n_steps: int) -> list[float]:
+        opt = self.options
+        scales = []
+        for k, scale in enumerate(opt.control_scales):
+            s = opt.control_start[k] if k < len(opt.control_start) else 0.0
+            e = opt.control_end[k] if k < len(opt.control_end) else 1.0
+            keep = 1.0 - float(i / n_steps < s or (i + 1) / n_steps > e)
+            scales.append(scale * keep)
+        return scales
+
+    def _check_stop(self) -> None:
+        if self.should_stop is not None:
+            self.should_stop()
+
+    # ---------------------------------------------------------------------------------------------------------
+    def _encode_reference(self) -> Optional[torch.Tensor]:
+        if self.reference_image is None or self.options.consistency == "off":
+            return None
+        pixels = self.pipe.image_processor.preprocess(self.reference_image, height=self.height, width=self.width)
+        return self.encode(pixels)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(n, 3, H, W) images in -1..1 -> latents (posterior mean x scaling factor), in chunks."""
+        vae = self.pipe.vae
+        out = []
+        with torch.no_grad():
+            for s in range(0, pixels.shape[0], self.options.batch_size):
+                chunk = pixels[s : s + self.options.batch_size].to(self.device, vae.dtype)
+                out.append(vae.encode(chunk).latent_dist.mean * vae.config.scaling_factor)
+        return torch.cat(out)
+
+    def decode_tensor(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> (n, 3, H, W) images in -1..1, in chunks."""
+        vae = self.pipe.vae
+        out = []
+        with torch.no_grad():
+            for s in range(0, latents.shape[0], self.options.batch_size):
+                chunk = latents[s : s + self.options.batch_size]
+                out.append(vae.decode(chunk / vae.config.scaling_factor, return_dict=False)[0])
+        return torch.cat(out)
+
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """Latents -> (n, H, W, 3) float images in 0..1, exactly as the pipeline's ``output_type="np"``."""
+        images = self.decode_tensor(latents)
+        return self.pipe.image_processor.postprocess(images, output_type="np")
