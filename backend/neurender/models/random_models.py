@@ -1,0 +1,222 @@
+"""Random-weight Stable-Diffusion-shaped models, built in code (no pretrained weights exist on a test machine).
+
+Following diffusers' own tests ("dummy components"), every component is a seeded, randomly initialised module of the
+SD1.5 architecture with small widths. All sizes use the real CLIP tokenizer shipped in ``neurender/data`` (its 49408 x
+hidden token embedding is only 6 MB at hidden 32), so prompts tokenize exactly as with SD1.5.
+
+Sizes:
+
+* ``tiny``  fast tests: 4 UNet levels (widths 32/32/64/64, 1 layer each), a 4-level VAE so latents are image/8 as in SD,
+  2-layer text encoder of width 32. A 64 px image gives 8x8 latents.
+* ``mini``  the SD1.5 topology (CrossAttn x3 + Down, 2 layers per block, same block types, conv proj_in/out) with small
+  widths: it has SD's original (LDM) key layout, so it round-trips through single-file checkpoints.
+* ``mid``   SD1.5 topology at widths 128/256/512/512 for benchmarks (~0.3 GB with one ControlNet).
+
+ControlNets are random too, and their zero-initialised output convolutions (Zhang et al. 2023, arXiv 2302.05543,
+"zero convolution") are given ordinary random weights, so that a control image does change the output of a demo model.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neurender.errors import InputError
+from neurender.models.cachedir import cache_root
+from neurender.models.sd15_config import (
+    SD15_SCHEDULER,
+    SD15_UNET,
+    controlnet_config_from_unet,
+    tokenizer_data_dir,
+)
+
+log = logging.getLogger(__name__)
+
+RANDOM_MODEL_MARKER = "neurender_random_model.json"
+"""File written into a random model folder; ``load_pipeline`` reports such models as ``random_weights=True``."""
+
+
+@dataclass
+class RandomModelPaths:
+    model: Path
+    controlnets: dict[str, Path] = field(default_factory=dict)  # kind -> folder
+
+
+@dataclass(frozen=True)
+class _Size:
+    unet: dict[str, Any]
+    vae: dict[str, Any]
+    text: dict[str, Any]
+    hint_channels: tuple[int, ...]
+
+
+def _unet(widths: tuple[int, ...], layers: int, heads: int, cross: int, groups: int) -> dict[str, Any]:
+    cfg = dict(SD15_UNET)
+    cfg.update(
+        block_out_channels=list(widths),
+        layers_per_block=layers,
+        attention_head_dim=heads,
+        cross_attention_dim=cross,
+        norm_num_groups=groups,
+        sample_size=8 if widths[0] <= 32 else 64,
+    )
+    return cfg
+
+
+def _vae(widths: tuple[int, ...], layers: int, groups: int) -> dict[str, Any]:
+    return {
+        "in_channels": 3,
+        "out_channels": 3,
+        "latent_channels": 4,
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "block_out_channels": list(widths),
+        "layers_per_block": layers,
+        "norm_num_groups": groups,
+        "act_fn": "silu",
+        "sample_size": 64,
+        "scaling_factor": 0.18215,
+    }
+
+
+def _text(hidden: int, layers: int, heads: int) -> dict[str, Any]:
+    return {
+        "vocab_size": 49408,
+        "hidden_size": hidden,
+        "intermediate_size": 4 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "max_position_embeddings": 77,
+        "hidden_act": "quick_gelu",
+        "projection_dim": hidden,
+        "layer_norm_eps": 1e-05,
+        "bos_token_id": 0,
+        "eos_token_id": 2,
+        "pad_token_id": 1,
+    }
+
+
+SIZES: dict[str, _Size] = {
+    "tiny": _Size(
+        unet=_unet((32, 32, 64, 64), layers=1, heads=2, cross=32, groups=8),
+        vae=_vae((8, 16, 16, 16), layers=1, groups=8),
+        text=_text(32, layers=2, heads=4),
+        hint_channels=(8, 8, 16, 16),
+    ),
+    "mini": _Size(
+        unet=_unet((32, 64, 64, 64), layers=2, heads=4, cross=32, groups=32),
+        vae=_vae((32, 32, 64, 64), layers=2, groups=32),
+        text=_text(32, layers=2, heads=4),
+        hint_channels=(16, 16, 32, 32),
+    ),
+    "mid": _Size(
+        unet=_unet((128, 256, 512, 512), layers=2, heads=8, cross=256, groups=32),
+        vae=_vae((64, 128, 128, 128), layers=2, groups=32),
+        text=_text(256, layers=4, heads=4),
+        hint_channels=(16, 32, 96, 256),
+    ),
+}
+
+
+def _randomize_zero_convs(controlnet: Any) -> None:
+    """Replace the zero-initialised output convs by default-initialised ones (see module docstring)."""
+    for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+        conv.reset_parameters()
+    controlnet.controlnet_cond_embedding.conv_out.reset_parameters()
+
+
+def build_random_model(
+    out_dir: str | Path,
+    *,
+    size: str = "tiny",
+    control_kinds: tuple[str, ...] | list[str] = ("depth", "normal", "edges"),
+    seed: int = 0,
+) -> RandomModelPaths:
+    """Build and save a seeded random SD pipeline (diffusers layout) and one random ControlNet per kind.
+
+    Layout: ``out_dir/model`` (a diffusers StableDiffusionPipeline folder) and ``out_dir/controlnet-<kind>``.
+    The same seed gives the same weights bit for bit. The global torch RNG is left untouched.
+    """
+    if size not in SIZES:
+        raise InputError(f"random model size {size!r} is not one of {', '.join(SIZES)}")
+    import torch
+    from diffusers import AutoencoderKL, ControlNetModel, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    spec = SIZES[size]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = out / "model"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**spec.unet)
+        torch.manual_seed(seed + 1)
+        vae = AutoencoderKL(**spec.vae)
+        torch.manual_seed(seed + 2)
+        text_encoder = CLIPTextModel(CLIPTextConfig(**spec.text))
+        pipe = StableDiffusionPipeline(
+            unet=unet,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=CLIPTokenizer.from_pretrained(tokenizer_data_dir(), local_files_only=True),
+            scheduler=PNDMScheduler(**SD15_SCHEDULER),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+        pipe.save_pretrained(model_dir, safe_serialization=True)
+        # The shipped vocabulary files too, so the folder also works as a from_single_file config folder.
+        for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "LICENSE"):
+            shutil.copyfile(tokenizer_data_dir() / name, model_dir / "tokenizer" / name)
+        (model_dir / RANDOM_MODEL_MARKER).write_text(
+            f'{{"size": "{size}", "seed": {seed}}}\n', encoding="utf-8"
+        )
+
+        controlnets: dict[str, Path] = {}
+        cn_config = controlnet_config_from_unet(dict(unet.config), spec.hint_channels)
+        cn_config.pop("_class_name")
+        for i, kind in enumerate(control_kinds):
+            torch.manual_seed(seed + 100 + i)
+            controlnet = ControlNetModel(**cn_config)
+            _randomize_zero_convs(controlnet)
+            folder = out / f"controlnet-{kind}"
+            controlnet.save_pretrained(folder, safe_serialization=True)
+            (folder / RANDOM_MODEL_MARKER).write_text(
+                f'{{"size": "{size}", "seed": {seed}, "kind": "{kind}"}}\n', encoding="utf-8"
+            )
+            controlnets[kind] = folder
+    log.info("built random %s model (seed %d) in %s", size, seed, out)
+    return RandomModelPaths(model=model_dir, controlnets=controlnets)
+
+
+def default_demo_model(control_kinds: tuple[str, ...] = ("depth", "normal", "edges")) -> RandomModelPaths:
+    """The tiny random demo model in ``<cache>/random-tiny``, built on first use (atomic rename).
+
+    Used by the CLI when no ``--model`` is given; loading it yields ``random_weights=True``.
+    """
+    target = cache_root() / "random-tiny"
+    wanted = {k: target / f"controlnet-{k}" for k in control_kinds}
+    if (target / "model" / RANDOM_MODEL_MARKER).is_file() and all(
+        (p / RANDOM_MODEL_MARKER).is_file() for p in wanted.values()
+    ):
+        return RandomModelPaths(model=target / "model", controlnets=wanted)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    kinds = tuple(sorted(set(control_kinds) | {"depth", "normal", "edges"}))
+    tmp = Path(tempfile.mkdtemp(prefix=".random-tiny-", dir=target.parent))
+    try:
+        build_random_model(tmp, size="tiny", control_kinds=kinds, seed=0)
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / "model" / RANDOM_MODEL_MARKER).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return RandomModelPaths(model=target / "model", controlnets=wanted)
