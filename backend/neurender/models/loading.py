@@ -82,7 +82,7 @@ def _check_single_file_fits_config(info: CheckpointInfo, config_dir: Path) -> No
 def _load_sd(model: Path, config_dir: Path | None, torch_dtype: Any) -> tuple[Any, str]:
     from diffusers import StableDiffusionPipeline
 
-    common = dict(torch_dtype=torch_dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True)
+    common = dict(dtype=torch_dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True)
     if not model.exists():
         raise ModelLoadError(f"model {model} does not exist; expected a diffusers folder or a .safetensors/.ckpt file")
     if model.is_dir():
@@ -224,7 +224,7 @@ def _load_controlnet(kind: str, path: Path, unet_cfg: dict[str, Any], torch_dtyp
                 f"{what} folder {path} has no ControlNet config.json; expected a diffusers ControlNetModel folder"
             )
         try:
-            cn = ControlNetModel.from_pretrained(str(path), torch_dtype=torch_dtype, local_files_only=True)
+            cn = ControlNetModel.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"{what} folder {path} could not be loaded: {e}") from e
         _check_controlnet_fits(cn, unet_cfg, what, path)
@@ -241,7 +241,7 @@ def _load_controlnet(kind: str, path: Path, unet_cfg: dict[str, Any], torch_dtyp
         (Path(tmp) / "config.json").write_text(json.dumps(config), encoding="utf-8")
         try:
             cn = ControlNetModel.from_single_file(
-                str(path), config=tmp, torch_dtype=torch_dtype, local_files_only=True
+                str(path), config=tmp, dtype=torch_dtype, local_files_only=True
             )
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(f"{what} {path} could not be loaded as an SD1.5-family ControlNet: {e}") from e
