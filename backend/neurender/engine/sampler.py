@@ -14,6 +14,7 @@ step), so with one frame and consistency off the result equals the stock pipelin
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,7 @@ class LockstepSampler:
             self._noise0 = noise[:1]
             latents = noise * self.scheduler.init_noise_sigma
             self._generators = step_generators(generator, self.num_frames, opt.fixed_noise)
-            self._extra = pipe.prepare_extra_step_kwargs(self._generators, opt.eta)
+            self._extra = self._step_kwargs(opt.eta)
             start = 0
             if self.checkpoint_path is not None:
                 saved = load_checkpoint(self.checkpoint_path, self.fingerprint)
@@ -264,6 +265,16 @@ class LockstepSampler:
             keep = 1.0 - float(i / n_steps < s or (i + 1) / n_steps > e)
             scales.append(scale * keep)
         return scales
+
+    def _step_kwargs(self, eta: float) -> dict:
+        """``eta``/``generator`` for schedulers whose ``step`` takes them (as the pipeline's prepare_extra_step_kwargs)."""
+        params = inspect.signature(self.scheduler.step).parameters
+        kwargs = {}
+        if "eta" in params:
+            kwargs["eta"] = eta
+        if "generator" in params:
+            kwargs["generator"] = self._generators
+        return kwargs
 
     def _check_stop(self) -> None:
         if self.should_stop is not None:
