@@ -1,0 +1,120 @@
+"""A local ``neurender serve`` started by the add-on as a child process.
+
+Started from the backend's own Python environment (``<env>/bin/neurender``), never inside Blender's Python.
+Its log goes to a file in the extension's user directory; ``poll()`` tells when it died, ``stop()`` ends it
+(also called on unregister and at interpreter exit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Optional
+
+log = logging.getLogger(__name__)
+
+
+def executable(env_dir: str) -> str:
+    """Path of the ``neurender`` console script inside a Python environment (venv or conda)."""
+    env_dir = os.path.abspath(os.path.expanduser(env_dir))
+    names = ("Scripts/neurender.exe", "Scripts/neurender") if sys.platform == "win32" else ("bin/neurender",)
+    for name in names:
+        path = os.path.join(env_dir, name)
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(
+        f"No neurender command in the Python environment {env_dir!r}; expected {os.path.join(env_dir, names[0])}. "
+        "Install the backend there with: pip install -e <neurender repo>"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalBackend:
+    def __init__(self) -> None:
+        self.proc: Optional[subprocess.Popen] = None
+        self.port = 0
+        self.log_path = ""
+        self._log_file = None
+        self.exit_reported = False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, env_dir: str, data_dir: str, root: str, port: int = 0, token: str = "") -> str:
+        """Start ``neurender serve``; returns its URL. A running one is reused."""
+        if self.running:
+            return self.url
+        exe = executable(env_dir)
+        os.makedirs(data_dir, exist_ok=True)
+        self.port = port or free_port()
+        self.log_path = os.path.join(data_dir, "serve.log")
+        cmd = [exe, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", data_dir, "--root", root]
+        env = dict(os.environ)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        if token:
+            env["NEURENDER_TOKEN"] = token
+        for var in ("PYTHONHOME", "PYTHONPATH"):  # Blender's own Python must not leak into the backend
+            env.pop(var, None)
+        self._log_file = open(self.log_path, "ab")
+        log.info("starting local backend: %s", " ".join(cmd))
+        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=data_dir)
+        self.exit_reported = False
+        atexit.register(self.stop)
+        return self.url
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Wait until the port accepts connections; False if the process died or time ran out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running:
+                return False
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return True
+            except OSError:
+                time.sleep(0.2)
+        return False
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def poll(self) -> Optional[int]:
+        """The exit code if the child died, else None (also None when never started)."""
+        return None if self.proc is None else self.proc.poll()
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            log.info("stopping local backend (pid %d)", proc.pid)
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        try:
+            atexit.unregister(self.stop)
+        except Exception:  # noqa: BLE001
+            pass

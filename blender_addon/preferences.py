@@ -1,0 +1,74 @@
+"""Add-on preferences: where the backend is (URL + token, or a local one started from its Python env), models."""
+
+from __future__ import annotations
+
+import os
+
+import bpy
+from bpy.props import BoolProperty, IntProperty, StringProperty
+
+
+def addon_package() -> str:
+    return __package__
+
+
+def get(context=None):
+    """This add-on's preferences object."""
+    context = context or bpy.context
+    return context.preferences.addons[__package__].preferences
+
+
+class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
+    bl_idname = __package__
+
+    backend_url: StringProperty(name="Backend URL", default="http://127.0.0.1:8765")
+    token: StringProperty(name="Token", subtype="PASSWORD", description="Sent as 'Authorization: Bearer' if set")
+    start_local: BoolProperty(
+        name="Start a local backend",
+        description="Start 'neurender serve' from the Python environment below as a child of Blender",
+        default=False,
+    )
+    backend_env: StringProperty(
+        name="Backend Python environment", subtype="DIR_PATH",
+        description="Folder of the Python environment where neurender is installed (contains bin/neurender)",
+    )
+    local_port: IntProperty(name="Port", default=0, min=0, max=65535, description="0 picks a free port")
+    backend_root: StringProperty(
+        name="Allowed root", subtype="DIR_PATH",
+        description="Folder the local backend may read passes from and write frames to (empty: your home folder)",
+    )
+    sd_model: StringProperty(name="Stable Diffusion checkpoint", subtype="FILE_PATH",
+                             description="SD 1.5 checkpoint (.safetensors) or diffusers folder")
+    controlnet_depth: StringProperty(name="ControlNet depth", subtype="FILE_PATH")
+    controlnet_normal: StringProperty(name="ControlNet normal", subtype="FILE_PATH")
+    controlnet_edges: StringProperty(name="ControlNet edges", subtype="FILE_PATH")
+    force_version: BoolProperty(name="Ignore protocol mismatch", default=False,
+                                description="Talk to a backend of another protocol version anyway (may fail)")
+
+    def draw(self, context):
+        layout = self.layout
+        col = layout.column()
+        col.prop(self, "start_local")
+        if self.start_local:
+            col.prop(self, "backend_env")
+            col.prop(self, "backend_root")
+            col.prop(self, "local_port")
+        else:
+            col.prop(self, "backend_url")
+        col.prop(self, "token")
+        col.prop(self, "force_version")
+        box = layout.box()
+        box.label(text="Models")
+        box.prop(self, "sd_model")
+        box.prop(self, "controlnet_depth")
+        box.prop(self, "controlnet_normal")
+        box.prop(self, "controlnet_edges")
+
+    def controlnet_path(self, kind: str) -> str:
+        return bpy.path.abspath(getattr(self, f"controlnet_{kind}", ""))
+
+    def resolved_root(self) -> str:
+        return os.path.abspath(bpy.path.abspath(self.backend_root)) if self.backend_root else os.path.expanduser("~")
+
+
+classes = (NEURENDER_AP_preferences,)

@@ -1,0 +1,313 @@
+"""The add-on's one piece of runtime state: the worker, the watched job, the local backend.
+
+Everything here runs on Blender's main thread except the functions handed to the worker, which only do
+network calls. ``discard()`` is the single function that drops this state (called on unregister and load_pre).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Optional
+
+import bpy
+
+from . import backend_process, client, pass_export, preferences, properties, vse, worker
+from . import neurender_contract as contract
+
+log = logging.getLogger(__name__)
+
+TIMER_INTERVAL = 0.25
+
+
+class _State:
+    def __init__(self) -> None:
+        self.worker = worker.Worker(blocking=bpy.app.background)
+        self.watcher: Optional[worker.JobWatcher] = None
+        self.local = backend_process.LocalBackend()
+        self.scene_name = ""
+        self.last_job: dict = {}
+
+
+_state: Optional[_State] = None
+
+
+def state() -> _State:
+    global _state
+    if _state is None:
+        _state = _State()
+    return _state
+
+
+def discard() -> None:
+    """Forget the watched job and stop polling (the local backend keeps running)."""
+    st = _state
+    if st is not None and st.watcher is not None:
+        st.watcher.stop()
+        st.watcher = None
+
+
+def shutdown() -> None:
+    global _state
+    discard()
+    if _state is not None:
+        _state.local.stop()
+    _state = None
+
+
+# -- status ------------------------------------------------------------------------------------------------------
+
+def _status():
+    wm = bpy.context.window_manager
+    return wm.neurender if wm is not None else None
+
+
+def set_message(text: str, error: str = "") -> None:
+    st = _status()
+    if st is not None:
+        st.message = text
+        st.error = error
+    if error:
+        log.error("%s", error)
+    elif text:
+        log.info("%s", text)
+    _redraw(text if not error else error)
+
+
+def _redraw(status_text: Optional[str] = None) -> None:
+    wm = bpy.context.window_manager
+    if wm is None or bpy.app.background:
+        return
+    for window in wm.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                area.tag_redraw()
+        if status_text is not None:
+            try:
+                window.workspace.status_text_set_internal(status_text or None)
+            except (AttributeError, RuntimeError):
+                pass
+
+
+# -- backend -----------------------------------------------------------------------------------------------------
+
+def make_client(prefs=None) -> client.Client:
+    prefs = prefs or preferences.get()
+    st = state()
+    if prefs.start_local:
+        if not st.local.running:
+            raise client.BackendError("The local backend is not running; press Connect to start it.",
+                                      client.UNREACHABLE)
+        return client.Client(st.local.url, prefs.token)
+    return client.Client(prefs.backend_url, prefs.token)
+
+
+def _ensure_local(prefs) -> None:
+    st = state()
+    if not prefs.start_local or st.local.running:
+        return
+    data_dir = bpy.utils.extension_path_user(__package__, path="backend", create=True)
+    try:
+        st.local.start(bpy.path.abspath(prefs.backend_env), data_dir, prefs.resolved_root(), prefs.local_port,
+                       prefs.token)
+    except FileNotFoundError as exc:
+        raise client.BackendError(str(exc), client.UNREACHABLE) from None
+
+
+def connect(on_done=None) -> None:
+    """Start the local backend if asked, then check its version; status on the WindowManager."""
+    prefs = preferences.get()
+    try:
+        _ensure_local(prefs)
+    except client.BackendError as exc:
+        _connected(None, exc, on_done)
+        return
+    st = state()
+    local = st.local if prefs.start_local else None
+    force = prefs.force_version
+
+    def work():
+        if local is not None and not local.wait_ready(120.0):
+            raise client.BackendError(
+                f"The local backend stopped while starting; see {local.log_path}: {local.log_tail(3)}",
+                client.UNREACHABLE)
+        c = client.Client(local.url if local else prefs.backend_url, prefs.token)
+        return c.check_version(force=force)
+
+    set_message("Connecting to the neurender backend...")
+    st.worker.submit(work, lambda info, err: _connected(info, err, on_done))
+
+
+def _connected(info, err, on_done) -> None:
+    st = _status()
+    if err is not None:
+        if st is not None:
+            st.connected = False
+            st.backend_info = ""
+        set_message("", _artist_message(err))
+    else:
+        models = info.get("models") or {}
+        text = (f"neurender {info.get('backend_version', '?')} (protocol {info.get('protocol_version')}), "
+                f"device {info.get('device', '?')}" + (f", model {models.get('model')}" if models.get("model") else ""))
+        if st is not None:
+            st.connected = True
+            st.backend_info = text
+        set_message(f"Connected: {text}")
+    if on_done is not None:
+        on_done(info, err)
+
+
+def _artist_message(err: BaseException) -> str:
+    if isinstance(err, (client.BackendError, contract.ContractError)):
+        return str(err)
+    return f"Unexpected error: {err.__class__.__name__}: {err}"
+
+
+# -- jobs --------------------------------------------------------------------------------------------------------
+
+def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = None) -> None:
+    """Submit the scene's pass folder (already written) as a job for ``frame_start..frame_end``.
+
+    Raises ``contract.ContractError`` for bad settings before anything is sent. In background mode (or with
+    ``wait``) it blocks until the job is final.
+    """
+    prefs = preferences.get()
+    frames = f"{frame_start}-{frame_end}"
+    settings = properties.to_settings(scene, prefs, frames=frames)
+    folder = pass_export.pass_dir(scene)
+    if not os.path.isfile(os.path.join(folder, contract.MANIFEST_NAME)):
+        raise contract.ContractError(f"the pass folder {folder} has no {contract.MANIFEST_NAME}; render passes first")
+    out_dir = pass_export.frames_dir(scene)
+    st = state()
+    discard()
+    st.scene_name = scene.name
+    status = _status()
+    if status is not None:
+        status.job_id, status.job_state, status.error, status.out_dir = "", "submitting", "", out_dir
+        status.frames_done, status.frames_total, status.step, status.steps_total, status.progress = 0, 0, 0, 0, 0.0
+    blocking = st.worker.blocking if wait is None else wait
+
+    def work():
+        c = make_client(prefs)
+        c.check_version(force=prefs.force_version)
+        return c, c.submit(folder, settings.to_dict(), out_dir)
+
+    def submitted(result, err):
+        if err is not None:
+            _job_update(None, err)
+            return
+        c, job = result
+        _job_update(job, None)
+        watcher = worker.JobWatcher(st.worker, lambda: c.job(job["id"]), _job_update)
+        st.watcher = watcher
+        if blocking:
+            watcher.wait()
+        elif st.worker.blocking:  # background mode without waiting: no timers would drain a thread
+            set_message(f"Submitted job {job.get('id')}; not waiting for it (background mode)")
+        else:
+            watcher.start()
+
+    set_message(f"Submitting frames {frames}...")
+    if blocking and not st.worker.blocking:
+        try:
+            submitted(work(), None)
+        except Exception as exc:  # noqa: BLE001 - reported like the async path
+            submitted(None, exc)
+    else:
+        st.worker.submit(work, submitted)
+
+
+def _job_update(job, err) -> None:
+    status = _status()
+    st = state()
+    if err is not None:
+        if status is not None:
+            status.job_state = contract.JOB_FAILED
+        set_message("", _artist_message(err))
+        return
+    st.last_job = job
+    state_ = job.get("state", "")
+    p = job.get("progress") or {}
+    if status is not None:
+        status.job_id = str(job.get("id", ""))
+        status.job_state = state_
+        status.frames_done = int(p.get("frames_done", 0))
+        status.frames_total = int(p.get("frames_total", 0))
+        status.step = int(p.get("step", 0))
+        status.steps_total = int(p.get("steps_total", 0))
+        total = max(1, status.frames_total) * max(1, status.steps_total)
+        status.progress = min(1.0, (status.frames_done * max(1, status.steps_total) + status.step) / total)
+        if job.get("out_dir"):
+            status.out_dir = job["out_dir"]
+    if state_ == contract.JOB_DONE:
+        _finish(job)
+    elif state_ == contract.JOB_FAILED:
+        set_message("", client.job_failure_message(job))
+    elif state_ == contract.JOB_CANCELLED:
+        set_message(f"Cancelled; {len(job.get('frames_done') or [])} finished frames kept in {job.get('out_dir')}")
+    else:
+        set_message(progress_text(job))
+
+
+def progress_text(job: dict) -> str:
+    p = job.get("progress") or {}
+    text = (f"Neural render {job.get('state')}: frame {p.get('frames_done', 0)}/{p.get('frames_total', 0)}, "
+            f"step {p.get('step', 0)}/{p.get('steps_total', 0)}")
+    if p.get("phase"):
+        text += f" ({p['phase']})"
+    return text
+
+
+def _finish(job: dict) -> None:
+    st = state()
+    scene = bpy.data.scenes.get(st.scene_name)
+    out_dir = job.get("out_dir") or ""
+    if scene is None:
+        set_message(f"Done; frames in {out_dir} (the scene is gone, no strip added)")
+        return
+    try:
+        strip = vse.place_result(scene, out_dir)
+    except (contract.ContractError, RuntimeError) as exc:
+        set_message("", f"The neural frames could not be loaded into the sequencer: {exc}")
+        return
+    set_message(f"Done: {len(strip.elements)} frames on VSE channel {strip.channel} ({out_dir})")
+
+
+def cancel_job() -> bool:
+    """Ask the backend to stop the watched job at its next step; False when no job is running."""
+    status = _status()
+    job_id = status.job_id if status is not None else ""
+    if not job_id or (status.job_state in contract.JOB_FINAL_STATES):
+        return False
+    prefs = preferences.get()
+
+    def work():
+        return make_client(prefs).cancel(job_id)
+
+    set_message("Cancelling...")
+    state().worker.submit(work, lambda job, err: _job_update(job, err) if err is not None else None)
+    return True
+
+
+# -- main-thread pump --------------------------------------------------------------------------------------------
+
+def pump() -> Optional[float]:
+    """``bpy.app.timers`` function: run worker callbacks on the main thread; watch the local backend."""
+    st = _state
+    if st is None:
+        return TIMER_INTERVAL
+    try:
+        st.worker.drain()
+        code = st.local.poll()
+        if code is not None and not st.local.exit_reported:
+            st.local.exit_reported = True
+            status = _status()
+            if status is not None:
+                status.connected = False
+            set_message("", f"The local backend exited (code {code}): {st.local.log_tail(3)}")
+        from . import handlers  # render hook work deferred to the main thread
+
+        handlers.run_deferred()
+    except Exception:  # noqa: BLE001 - the timer must survive
+        log.exception("neurender timer")
+    return TIMER_INTERVAL

@@ -1,0 +1,85 @@
+"""Neural frames back into Blender: an image-sequence strip in the VSE on a free channel.
+
+The strip starts at the first rendered frame number, so it lines up with the scene's frame range. Our strip is
+tagged with a custom property; re-running replaces only that strip, never the artist's other strips.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import bpy
+
+from . import compat
+from . import neurender_contract as contract
+
+log = logging.getLogger(__name__)
+
+TAG = "neurender"
+STRIP_NAME = "neurender"
+
+
+def result_frames(folder: str) -> list[int]:
+    """Frame numbers of ``frame_NNNN.png`` files in ``folder``, sorted."""
+    prefix, _, suffix = contract.FRAME_FILE_PATTERN.partition("{frame:04d}")
+    pattern = re.compile(re.escape(prefix) + r"(-?\d+)" + re.escape(suffix) + "$")
+    frames = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else []:
+        m = pattern.match(name)
+        if m:
+            frames.append(int(m.group(1)))
+    return sorted(frames)
+
+
+def our_strips(scene) -> list:
+    se = scene.sequence_editor
+    if se is None:
+        return []
+    return [s for s in compat.all_strips(se) if s.get(TAG)]
+
+
+def free_channel(scene, start: int, end: int, exclude=()) -> int:
+    """Lowest channel with no strip overlapping ``start..end`` (inclusive), ignoring strips in ``exclude``."""
+    se = scene.sequence_editor
+    busy = set()
+    if se is not None:
+        for s in compat.strips(se):
+            if s in exclude:
+                continue
+            if s.frame_final_start <= end and s.frame_final_end > start:
+                busy.add(s.channel)
+    channel = 1
+    while channel in busy:
+        channel += 1
+    return channel
+
+
+def place_result(scene, folder: str, frames: list[int] | None = None):
+    """Add (or replace) the neurender image strip for the frames in ``folder``; returns the strip."""
+    frames = sorted(frames if frames is not None else result_frames(folder))
+    if not frames:
+        raise contract.ContractError(f"no neural frames (frame_NNNN.png) found in {folder}")
+    se = scene.sequence_editor or scene.sequence_editor_create()
+    old = our_strips(scene)
+    keep = old[0].channel if old else None
+    for s in old:
+        compat.strips(se).remove(s)
+    busy = {s.channel for s in compat.strips(se)
+            if s.frame_final_start <= frames[-1] and s.frame_final_end > frames[0]}
+    channel = keep if keep is not None and keep not in busy else free_channel(scene, frames[0], frames[-1])
+    first = os.path.join(folder, contract.FRAME_FILE_PATTERN.format(frame=frames[0]))
+    strip = compat.strips(se).new_image(name=STRIP_NAME, filepath=first, channel=channel, frame_start=frames[0])
+    expected = list(range(frames[0], frames[-1] + 1))
+    if frames != expected:
+        log.warning("neural frames %s are not contiguous; missing frames hold the previous image", frames)
+    by_frame = set(frames)
+    last = frames[0]
+    for f in expected[1:]:
+        if f in by_frame:
+            last = f
+        strip.elements.append(contract.FRAME_FILE_PATTERN.format(frame=last))
+    strip[TAG] = True
+    log.info("neurender strip on channel %d, frames %d-%d", channel, frames[0], frames[-1])
+    return strip
