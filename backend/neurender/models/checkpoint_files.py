@@ -66,6 +66,13 @@ class CheckpointInfo:
         return None
 
 
+def brief(exc: BaseException, limit: int = 240) -> str:
+    """First two lines of an exception's text, cut to ``limit`` characters, for wrapping library errors in a sentence."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = " ".join(lines[:2]) if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _safetensors_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     size = path.stat().st_size
     bad = f"{path} is not a valid .safetensors file (truncated or corrupt download?)"
@@ -121,7 +128,7 @@ def load_pickle_state_dict(path: Path) -> dict[str, Any]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure here means an unreadable file
         raise ModelLoadError(
-            f"{path} is not a readable PyTorch checkpoint (truncated, corrupt, or not weights-only): {e}"
+            f"{path} is not a readable PyTorch checkpoint (truncated, corrupt, or not weights-only): {brief(e)}"
         ) from e
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]

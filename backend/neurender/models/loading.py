@@ -19,7 +19,7 @@ from typing import Any
 
 from neurender.contract import LoraSpec
 from neurender.errors import ModelLoadError
-from neurender.models.checkpoint_files import CheckpointInfo, read_checkpoint
+from neurender.models.checkpoint_files import CheckpointInfo, brief, read_checkpoint
 from neurender.models.devices import resolve_device, resolve_dtype
 from neurender.models.lora import apply_loras
 from neurender.models.random_models import RANDOM_MODEL_MARKER
@@ -40,7 +40,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{path} is not a readable JSON file: {e}") from e
+        raise ModelLoadError(f"{path} is not a readable JSON file: {brief(e)}") from e
     if not isinstance(data, dict):
         raise ModelLoadError(f"{path} does not hold a JSON object")
     return data
@@ -97,7 +97,7 @@ def _load_sd(model: Path, config_dir: Path | None, torch_dtype: Any) -> tuple[An
         try:
             pipe = StableDiffusionPipeline.from_pretrained(str(model), feature_extractor=None, **common)
         except Exception as e:  # noqa: BLE001
-            raise ModelLoadError(f"model folder {model} could not be loaded as an SD1.5 diffusers model: {e}") from e
+            raise ModelLoadError(f"model folder {model} could not be loaded as an SD1.5 diffusers model: {brief(e)}") from e
         return pipe, "diffusers-folder"
 
     info = read_checkpoint(model)
@@ -115,7 +115,7 @@ def _load_sd(model: Path, config_dir: Path | None, torch_dtype: Any) -> tuple[An
     except Exception as e:  # noqa: BLE001
         raise ModelLoadError(
             f"checkpoint {model} could not be loaded with the config folder {cfg} (an SD1.5-family checkpoint was "
-            f"expected): {e}"
+            f"expected): {brief(e)}"
         ) from e
     return pipe, "single-file"
 
@@ -226,7 +226,7 @@ def _load_controlnet(kind: str, path: Path, unet_cfg: dict[str, Any], torch_dtyp
         try:
             cn = ControlNetModel.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
         except Exception as e:  # noqa: BLE001
-            raise ModelLoadError(f"{what} folder {path} could not be loaded: {e}") from e
+            raise ModelLoadError(f"{what} folder {path} could not be loaded: {brief(e)}") from e
         _check_controlnet_fits(cn, unet_cfg, what, path)
         return cn, (path / RANDOM_MODEL_MARKER).is_file()
 
@@ -244,7 +244,7 @@ def _load_controlnet(kind: str, path: Path, unet_cfg: dict[str, Any], torch_dtyp
                 str(path), config=tmp, dtype=torch_dtype, local_files_only=True
             )
         except Exception as e:  # noqa: BLE001
-            raise ModelLoadError(f"{what} {path} could not be loaded as an SD1.5-family ControlNet: {e}") from e
+            raise ModelLoadError(f"{what} {path} could not be loaded as an SD1.5-family ControlNet: {brief(e)}") from e
     _check_controlnet_fits(cn, unet_cfg, what, path)
     return cn, False
 

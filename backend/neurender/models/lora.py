@@ -12,7 +12,7 @@ from typing import Any
 
 from neurender.contract import LoraSpec
 from neurender.errors import ModelLoadError
-from neurender.models.checkpoint_files import SAFETENSORS_SUFFIXES, read_checkpoint
+from neurender.models.checkpoint_files import SAFETENSORS_SUFFIXES, brief, read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def check_lora_file(path: str | Path) -> Path:
     try:
         info = read_checkpoint(p)
     except ModelLoadError as e:
-        raise ModelLoadError(f"LoRA: {e}") from e
+        raise ModelLoadError(f"LoRA: {brief(e)}") from e
     if not info.has_lora:
         raise ModelLoadError(
             f"LoRA {p} holds no LoRA tensors (no 'lora' in any of its {len(info.shapes)} names; it looks like a "
@@ -44,7 +44,7 @@ def apply_loras(pipe: Any, loras: Sequence[LoraSpec]) -> list[str]:
         try:
             pipe.load_lora_weights(str(path), adapter_name=name)
         except Exception as e:  # noqa: BLE001 - diffusers/peft raise many types for a bad file
-            raise ModelLoadError(f"LoRA {path} does not fit this model (an SD1.5 LoRA was expected): {e}") from e
+            raise ModelLoadError(f"LoRA {path} does not fit this model (an SD1.5 LoRA was expected): {brief(e)}") from e
         if name not in _loaded_adapters(pipe):
             raise ModelLoadError(f"LoRA {path} matched no layer of this model (an SD1.5 LoRA was expected)")
         names.append(name)

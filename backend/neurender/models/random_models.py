@@ -220,3 +220,34 @@ def default_demo_model(control_kinds: tuple[str, ...] = ("depth", "normal", "edg
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return RandomModelPaths(model=target / "model", controlnets=wanted)
+
+
+def build_random_lora(
+    model_dir: str | Path,
+    out_file: str | Path,
+    *,
+    rank: int = 4,
+    seed: int = 0,
+    targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0"),
+) -> Path:
+    """Write a seeded random LoRA (Hu et al. 2021, arXiv 2106.09685) for the UNet of the diffusers model ``model_dir``.
+
+    Unlike a freshly initialised LoRA (B = 0) both factors are random, so it visibly changes the output.
+    Saved in diffusers/PEFT key layout (``unet.<module>.lora_A.weight``) as ``.safetensors``.
+    """
+    import torch
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    unet = UNet2DConditionModel.from_pretrained(Path(model_dir) / "unet", local_files_only=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets), init_lora_weights=False))
+    layers = get_peft_model_state_dict(unet)
+    StableDiffusionPipeline.save_lora_weights(
+        out.parent, unet_lora_layers=layers, weight_name=out.name, safe_serialization=True
+    )
+    return out

@@ -1,0 +1,105 @@
+"""Keep one loaded pipeline alive between jobs while the model selection stays the same.
+
+Loading is the slow part of a short job (seconds to a minute for SD1.5 on CPU), so the server and the CLI ask the
+cache; it reloads only when (model, controlnets, loras, device, dtype) changes, and frees the old pipeline first so two
+SD models never sit in memory together.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from neurender.contract import LoraSpec
+from neurender.models.loading import LoadedPipeline, load_pipeline
+
+log = logging.getLogger(__name__)
+
+
+def _key(
+    model: str | Path,
+    controlnets: Sequence[tuple[str, str | Path]],
+    loras: Sequence[LoraSpec],
+    device: str,
+    dtype: str,
+    config_dir: str | Path | None,
+) -> tuple[Any, ...]:
+    def norm(p: str | Path) -> str:
+        return str(Path(p).expanduser().resolve())
+
+    return (
+        norm(model),
+        tuple((kind, norm(p)) for kind, p in controlnets),
+        tuple((norm(s.path), float(s.weight)) for s in loras),
+        device,
+        dtype,
+        norm(config_dir) if config_dir is not None else None,
+    )
+
+
+class PipelineCache:
+    """Thread-safe holder of at most one ``LoadedPipeline``."""
+
+    def __init__(self, loader: Any = load_pipeline) -> None:
+        self._loader = loader
+        self._lock = threading.RLock()
+        self._key: tuple[Any, ...] | None = None
+        self._loaded: LoadedPipeline | None = None
+        self.loads = 0  # number of real loads, for tests and /version
+
+    def get(
+        self,
+        model: str | Path,
+        controlnets: Sequence[tuple[str, str | Path]] = (),
+        loras: Sequence[LoraSpec] = (),
+        device: str = "cpu",
+        dtype: str = "float32",
+        config_dir: str | Path | None = None,
+    ) -> LoadedPipeline:
+        """The pipeline for this selection, loading it (and dropping the previous one) only when it changed."""
+        key = _key(model, controlnets, loras, device, dtype, config_dir)
+        with self._lock:
+            if self._loaded is not None and key == self._key:
+                return self._loaded
+            self.free()
+            loaded = self._loader(model, controlnets, loras, device=device, dtype=dtype, config_dir=config_dir)
+            self._key, self._loaded = key, loaded
+            self.loads += 1
+            return loaded
+
+    def free(self) -> None:
+        """Drop the loaded pipeline and give its memory back (gc, then the CUDA cache when there is one)."""
+        with self._lock:
+            had = self._loaded is not None
+            self._key, self._loaded = None, None
+            gc.collect()
+            try:
+                import torch
+
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            except ImportError:  # pragma: no cover - torch is a dependency
+                pass
+            if had:
+                log.info("freed the cached pipeline")
+
+    def describe(self) -> dict[str, Any]:
+        """What is loaded, for ``GET /version``: ``{"loaded": False}`` or the selection and its description."""
+        with self._lock:
+            if self._loaded is None or self._key is None:
+                return {"loaded": False}
+            model, controlnets, loras, device, dtype, _ = self._key
+            return {
+                "loaded": True,
+                "model": model,
+                "controlnets": [{"kind": k, "path": p} for k, p in controlnets],
+                "loras": [{"path": p, "weight": w} for p, w in loras],
+                "device": device,
+                "dtype": dtype,
+                "random_weights": self._loaded.random_weights,
+                "description": self._loaded.description,
+            }
