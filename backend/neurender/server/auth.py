@@ -1,0 +1,64 @@
+"""Bearer-token authentication of ``neurender serve``.
+
+The token is generated with :mod:`secrets` on first run and stored with 0600 permissions; requests carry
+``Authorization: Bearer <token>`` and are compared in constant time (:func:`hmac.compare_digest`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Optional
+
+from neurender.errors import InputError
+
+log = logging.getLogger(__name__)
+
+TOKEN_BYTES = 32
+
+
+class TokenFileError(InputError):
+    """The token file is unreadable, empty or readable by other users."""
+
+
+def load_or_create_token(path: Path) -> str:
+    """Read the token at ``path``; create it (mode 0600, exclusive create) if it does not exist yet."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_token(path)
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    log.info("generated a new access token in %s", path)
+    return token
+
+
+def _read_token(path: Path) -> str:
+    info = path.lstat()
+    if not stat.S_ISREG(info.st_mode):
+        raise TokenFileError(f"token file {path} must be a regular file")
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise TokenFileError(f"token file {path} is accessible by other users; run: chmod 600 {path}")
+    token = path.read_text(encoding="utf-8").strip()
+    if len(token) < 16:
+        raise TokenFileError(f"token file {path} holds no token of at least 16 characters")
+    return token
+
+
+def bearer_matches(header_value: Optional[str], token: str) -> bool:
+    """Constant-time check of an ``Authorization`` header against the expected token."""
+    if not header_value:
+        return False
+    scheme, _, given = header_value.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode("utf-8", "surrogateescape"), token.encode("utf-8"))

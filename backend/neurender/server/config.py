@@ -1,0 +1,79 @@
+"""The one settings object of ``neurender serve``: built once from the command line and passed down."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from neurender.contract import MAX_FRAMES
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and ``localhost``; anything else (0.0.0.0 included) is a network bind."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServerConfig:
+    """Everything that configures the service. Paths are resolved by :meth:`resolved`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    data_dir: Path = field(default_factory=lambda: Path.home() / ".neurender" / "server")
+    roots: list[Path] = field(default_factory=list)
+    """Directories that request paths (pass folders, output folders, models) must lie inside.
+    Empty: the user's home and the temp directory on a loopback bind, only ``data_dir`` on a network bind."""
+    model_roots: list[Path] = field(default_factory=list)
+    """Extra directories model/LoRA/reference paths in settings may point into (besides ``roots``)."""
+    token_file: Optional[Path] = None
+    """Default: ``data_dir/token``."""
+    require_token: bool = False
+    """Also require the token on a loopback bind (always required on any other bind)."""
+    device: str = "auto"
+    """Reported by ``GET /version``; ``auto`` asks torch once at start-up."""
+    max_upload_bytes: int = 8 * 1024**3
+    max_upload_files: int = MAX_FRAMES + 64
+    max_unpacked_bytes: int = 32 * 1024**3
+    max_json_bytes: int = 1024**2
+    max_queued_jobs: int = 200
+    progress_interval: float = 0.1
+    """Seconds between progress writes to the database (frame completions are always written)."""
+    sse_max_seconds: float = 3600.0
+    sse_poll_seconds: float = 0.2
+
+    @property
+    def token_required(self) -> bool:
+        return self.require_token or not is_loopback(self.host)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "jobs.sqlite3"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    def resolved(self) -> "ServerConfig":
+        """A copy with absolute, symlink-resolved paths and the default roots filled in."""
+        data_dir = Path(self.data_dir).expanduser().resolve()
+        roots = [Path(r).expanduser().resolve() for r in self.roots]
+        if not roots:
+            roots = [Path.home().resolve(), Path(tempfile.gettempdir()).resolve()] if is_loopback(self.host) else []
+        if data_dir not in roots:
+            roots.append(data_dir)
+        model_roots = [Path(r).expanduser().resolve() for r in self.model_roots]
+        token_file = Path(self.token_file).expanduser().resolve() if self.token_file else data_dir / "token"
+        return dataclasses.replace(
+            self, data_dir=data_dir, roots=roots, model_roots=model_roots, token_file=token_file
+        )
