@@ -1,0 +1,202 @@
+"""A stand-in for ``neurender serve`` speaking the contract's HTTP API (stdlib only), for the add-on tests.
+
+Jobs "render" by sleeping ``step_delay`` per step and writing a tiny PNG per frame; cancel stops at the next
+step. Settings are checked with the contract; a model path that does not exist is refused like the real server.
+Runnable as ``python stub_backend.py serve --port P --data-dir D --root R`` (the fake local backend).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import sys
+import threading
+import time
+import uuid
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "backend", "neurender"))
+import contract  # noqa: E402  (stdlib-only module, imported by path: no torch here)
+
+
+def png_bytes(width: int, height: int, value: int) -> bytes:
+    raw = b"".join(b"\x00" + bytes([value % 256, 128, 255 - value % 256]) * width for _ in range(height))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+class StubBackend:
+    def __init__(self, protocol: int = contract.PROTOCOL_VERSION, step_delay: float = 0.01, token: str = ""):
+        self.protocol = protocol
+        self.step_delay = step_delay
+        self.token = token
+        self.jobs: dict[str, dict] = {}
+        self.cancel: dict[str, threading.Event] = {}
+        self.requests: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+
+    # -- job execution ---------------------------------------------------------------------------------
+    def _run(self, job_id: str, manifest: "contract.PassManifest", settings: "contract.RenderSettings") -> None:
+        job = self.jobs[job_id]
+        frames = manifest.frame_numbers
+        if settings.frames:
+            a, b = contract.parse_frame_range(settings.frames)
+            frames = [f for f in frames if a <= f <= b]
+        os.makedirs(job["out_dir"], exist_ok=True)
+        with self.lock:
+            job["state"] = contract.JOB_RUNNING
+            job["progress"].update(frames_total=len(frames), steps_total=settings.steps, phase="denoise")
+        for i, frame in enumerate(frames):
+            for step in range(settings.steps):
+                if self.cancel[job_id].is_set():
+                    with self.lock:
+                        job["state"] = contract.JOB_CANCELLED
+                        job["updated"] = time.time()
+                    return
+                time.sleep(self.step_delay)
+                with self.lock:
+                    job["progress"].update(step=step + 1, frames_done=i)
+            path = os.path.join(job["out_dir"], contract.FRAME_FILE_PATTERN.format(frame=frame))
+            with open(path + ".tmp", "wb") as f:
+                f.write(png_bytes(manifest.width, manifest.height, frame * 20))
+            os.replace(path + ".tmp", path)
+            with self.lock:
+                job["frames_done"].append(frame)
+                job["progress"].update(frames_done=i + 1)
+        with self.lock:
+            job["state"] = contract.JOB_DONE
+            job["updated"] = time.time()
+
+    def create_job(self, body: dict) -> tuple[int, dict]:
+        try:
+            settings = contract.RenderSettings.from_dict(body.get("settings", {}))
+            pass_dir = body["pass_dir"]
+            with open(os.path.join(pass_dir, contract.MANIFEST_NAME), encoding="utf-8") as f:
+                manifest = contract.PassManifest.from_dict(json.load(f))
+        except contract.ContractError as exc:
+            return 400, {"detail": str(exc)}
+        except (KeyError, OSError) as exc:
+            return 400, {"detail": f"pass folder not readable: {exc}"}
+        if settings.model and not os.path.exists(settings.model):
+            return 400, {"detail": f"model {settings.model} not found"}
+        for unit in settings.controlnets:
+            if not os.path.exists(unit.model):
+                return 400, {"detail": f"controlnet model {unit.model} not found"}
+        job_id = uuid.uuid4().hex[:12]
+        now = time.time()
+        job = {"id": job_id, "state": contract.JOB_QUEUED, "progress": contract.Progress().to_dict(), "error": None,
+               "created": now, "updated": now, "frames_done": [], "frame_start": manifest.frame_start,
+               "frame_end": manifest.frame_end, "out_dir": body.get("out_dir") or os.path.join(pass_dir, "out"),
+               "settings": settings.to_dict()}
+        self.jobs[job_id] = job
+        self.cancel[job_id] = threading.Event()
+        threading.Thread(target=self._run, args=(job_id, manifest, settings), daemon=True).start()
+        return 201, job
+
+    # -- HTTP --------------------------------------------------------------------------------------------
+    def handler(self):
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, code, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _auth(self):
+                if stub.token and self.headers.get(contract.TOKEN_HEADER) != f"Bearer {stub.token}":
+                    self._send(401, {"detail": "missing or wrong token"})
+                    return False
+                return True
+
+            def do_GET(self):
+                stub.requests.append(("GET", self.path))
+                if self.path == contract.ROUTE_VERSION:
+                    return self._send(200, {"backend_version": "0.0-stub", "protocol_version": stub.protocol,
+                                            "pass_schema_version": contract.PASS_SCHEMA_VERSION, "device": "cpu",
+                                            "models": {}, "token_required": bool(stub.token)})
+                if not self._auth():
+                    return None
+                if self.path == contract.ROUTE_JOBS:
+                    with stub.lock:
+                        return self._send(200, {"jobs": [json.loads(json.dumps(j)) for j in stub.jobs.values()]})
+                parts = self.path.strip("/").split("/")
+                if len(parts) == 2 and parts[0] == "jobs" and parts[1] in stub.jobs:
+                    with stub.lock:
+                        return self._send(200, json.loads(json.dumps(stub.jobs[parts[1]])))
+                return self._send(404, {"detail": f"job {self.path} not found"})
+
+            def do_POST(self):
+                stub.requests.append(("POST", self.path))
+                if not self._auth():
+                    return None
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self.path == contract.ROUTE_JOBS:
+                    return self._send(*stub.create_job(body))
+                if self.path == contract.ROUTE_FREE:
+                    return self._send(200, {"freed": True})
+                return self._send(404, {"detail": "no such route"})
+
+            def do_DELETE(self):
+                stub.requests.append(("DELETE", self.path))
+                if not self._auth():
+                    return None
+                parts = self.path.strip("/").split("/")
+                if len(parts) == 2 and parts[1] in stub.jobs:
+                    stub.cancel[parts[1]].set()
+                    with stub.lock:
+                        job = stub.jobs[parts[1]]
+                        if job["state"] == contract.JOB_QUEUED:
+                            job["state"] = contract.JOB_CANCELLED
+                        return self._send(200, json.loads(json.dumps(job)))
+                return self._send(404, {"detail": f"job {self.path} not found"})
+
+        return Handler
+
+    def start(self, port: int = 0) -> str:
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self.handler())
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("command", choices=["serve"])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--data-dir")
+    ap.add_argument("--root")
+    args = ap.parse_args()
+    stub = StubBackend(step_delay=float(os.environ.get("STUB_STEP_DELAY", "0.01")))
+    stub.start(args.port)
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
