@@ -77,11 +77,13 @@ def configure_scene(scene) -> None:
         s.saved_filepath = r.filepath
         s.saved_file_format = r.image_settings.file_format
         s.saved_color_depth = r.image_settings.color_depth
+        s.saved_use_sequencer = r.use_sequencer
     os.makedirs(pass_dir(scene), exist_ok=True)
     enable_passes(scene)
     compat.set_multilayer_exr(r.image_settings)
     r.filepath = target
     r.use_file_extension = True
+    r.use_sequencer = False  # with strips in the VSE Blender would render those instead of the passes
 
 
 def restore_scene(scene) -> None:
@@ -95,6 +97,7 @@ def restore_scene(scene) -> None:
         except TypeError:
             pass
         r.filepath = s.saved_filepath
+        r.use_sequencer = s.saved_use_sequencer
     s.saved_file_format = ""
     s.saved_filepath = ""
     s.saved_color_depth = ""
@@ -102,7 +105,7 @@ def restore_scene(scene) -> None:
 
 def is_configured(scene) -> bool:
     r = scene.render
-    return (compat.is_multilayer_exr(r.image_settings)
+    return (compat.is_multilayer_exr(r.image_settings) and not r.use_sequencer
             and os.path.normpath(bpy.path.abspath(r.filepath)) == os.path.normpath(os.path.join(pass_dir(scene),
                                                                                                RENDER_PATTERN)))
 

@@ -85,6 +85,7 @@ class NeurenderShot(bpy.types.PropertyGroup):
     saved_filepath: StringProperty(options={"HIDDEN"})
     saved_file_format: StringProperty(options={"HIDDEN"})
     saved_color_depth: StringProperty(options={"HIDDEN"})
+    saved_use_sequencer: BoolProperty(options={"HIDDEN"})
 
 
 class NeurenderStatus(bpy.types.PropertyGroup):

@@ -265,8 +265,14 @@ def _finish(job: dict) -> None:
     if scene is None:
         set_message(f"Done; frames in {out_dir} (the scene is gone, no strip added)")
         return
+    first, last = job.get("frame_start"), job.get("frame_end")
+    requested = (job.get("settings") or {}).get("frames") or ""
+    if requested:
+        first, last = contract.parse_frame_range(requested)
+    frames = [f for f in vse.result_frames(out_dir)
+              if (first is None or f >= first) and (last is None or f <= last)]
     try:
-        strip = vse.place_result(scene, out_dir)
+        strip = vse.place_result(scene, out_dir, frames)
     except (contract.ContractError, RuntimeError) as exc:
         set_message("", f"The neural frames could not be loaded into the sequencer: {exc}")
         return

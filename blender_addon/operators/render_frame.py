@@ -23,4 +23,8 @@ class NEURENDER_OT_render_frame(bpy.types.Operator):
         except contract.ContractError as exc:
             self.report({"ERROR"}, f"Bad settings: {exc}")
             return {"CANCELLED"}
+        status = context.window_manager.neurender
+        if bpy.app.background and status.error:  # the blocking submit already failed
+            self.report({"ERROR"}, status.error)
+            return {"CANCELLED"}
         return start_watch(self, context)

@@ -1,0 +1,48 @@
+"""Error reports reach the artist as one clear sentence; progress is reported; cancel stops at the next step."""
+
+import os
+import socket
+
+from stub_backend import StubBackend
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_errors_progress_and_cancel(run_scenario, stub, tmp_path):
+    stub.step_delay = 0.2  # slow enough for the 0.5 s polling to see steps
+    old = StubBackend(protocol=99)
+    old_url = old.start()
+    try:
+        r = run_scenario("errors_cancel", url=stub.url, old_url=old_url,
+                         closed_url=f"http://127.0.0.1:{_closed_port()}",
+                         missing_model=str(tmp_path / "nowhere" / "sd15.safetensors"))
+    finally:
+        old.stop()
+    assert "cannot be reached" in r["unreachable"]["error"] and r["unreachable_connected"] is False
+    assert "protocol 99" in r["mismatch"]["error"] and "speaks 1" in r["mismatch"]["error"]
+    assert r["ok"]["result"] == ["FINISHED"] and r["ok_connected"] is True and "0.0-stub" in r["ok_info"]
+    assert "Bad settings" in r["bad_settings"]["error"] and "deflicker step 9" in r["bad_settings"]["error"]
+    assert "model could not be loaded" in r["model_missing"]["error"]
+    assert "nowhere" in r["model_missing"]["error"]
+    # nothing was sent for the bad settings: the only jobs are the one frame and the cancelled one
+    assert len(stub.jobs) == 2
+
+    assert r["frame"]["result"] == ["FINISHED"] and r["frame_state"] == "done"
+    import re
+
+    seen = [tuple(map(int, re.search(r"frame (\d+)/1, step (\d+)/4", m).groups())) for m in r["progress_messages"]
+            if re.search(r"frame (\d+)/1, step (\d+)/4", m)]
+    assert any(0 < step <= 4 for _, step in seen), seen  # mid-job progress: frame and step
+    assert seen == sorted(seen)
+
+    job = r["cancelled_job"]
+    assert r["cancel"]["result"] == ["FINISHED"]
+    assert job["state"] == "cancelled"
+    done = job["frames_done"]
+    assert len(done) < 3  # 30 steps x 0.2 s per frame: cancel after 0.4 s stops within frame 1 or 2
+    for f in done:  # finished frames stay
+        assert os.path.isfile(os.path.join(job["out_dir"], f"frame_{f:04d}.png"))

@@ -1,0 +1,48 @@
+"""Render hook on an ordinary animation render -> pass folder, job, waiting, VSE strip; re-run replaces our strip."""
+
+import json
+import os
+
+
+def test_hook_renders_submits_waits_and_places_strip(run_scenario, stub):
+    r = run_scenario("hook_vse", url=stub.url)
+    assert r["status"]["state"] == "done" and r["status"]["error"] == ""
+    # while the hook is on, the render output is the pass folder (multilayer EXR); off again restores the artist's
+    assert r["configured"]["format"] == "OPEN_EXR_MULTILAYER"
+    assert r["configured"]["filepath"].endswith(os.path.join("passes", "passes_####"))
+    assert r["restored_filepath"] == r["own_output"] and r["restored_format"] == "PNG"
+    assert r["restored_use_sequencer"] is True
+    # the backend got one job per render, with the scene's settings and range
+    jobs = list(stub.jobs.values())
+    assert len(jobs) == 2
+    assert jobs[0]["settings"]["prompt"] == "a tin robot" and jobs[0]["settings"]["steps"] == 3
+    assert jobs[0]["settings"]["frames"] == "1-4" and jobs[1]["settings"]["frames"] == "2-4"
+    out_dir = r["status"]["out_dir"]
+    manifest = json.load(open(os.path.join(os.path.dirname(out_dir), "passes", "manifest.json")))
+    assert [f["frame"] for f in manifest["frames"]] == [2, 3, 4]  # rewritten by the second render
+    # the second render wrote real passes although our strip was in the VSE by then (sequencer is off)
+    import sys
+    sys.path.insert(0, os.path.dirname(__file__))
+    from exr_io import channels
+    ch = channels(os.path.join(os.path.dirname(out_dir), "passes", "passes_0003.exr"))
+    assert "ViewLayer.Depth.Z" in ch and "ViewLayer.Vector.X" in ch
+
+    artist = [s for s in r["first"] if not s["ours"]]
+    ours = [s for s in r["first"] if s["ours"]]
+    assert len(artist) == 1 and len(ours) == 1
+    s = ours[0]
+    assert s["channel"] == 2  # channel 1 holds the artist's strip over the same frames
+    assert (s["start"], s["end"]) == (1, 5)  # frame_final_end is exclusive
+    assert s["elements"] == [f"frame_{f:04d}.png" for f in range(1, 5)]
+    assert os.path.normpath(s["directory"]) == os.path.normpath(out_dir)
+    for f in range(1, 5):
+        assert os.path.isfile(os.path.join(out_dir, f"frame_{f:04d}.png"))
+
+    # re-run: exactly one neurender strip, on the same channel, now 2-4; the artist's strip untouched
+    ours2 = [s for s in r["second"] if s["ours"]]
+    artist2 = [s for s in r["second"] if not s["ours"]]
+    assert len(ours2) == 1 and artist2 == artist
+    assert ours2[0]["channel"] == 2 and (ours2[0]["start"], ours2[0]["end"]) == (2, 5)
+    assert ours2[0]["elements"] == [f"frame_{f:04d}.png" for f in range(2, 5)]
+    # the outcome reached the artist (progress is checked in test_errors_cancel with slower jobs)
+    assert any(m.startswith("Done: 4 frames on VSE channel 2") for m in r["messages"]), r["messages"]
