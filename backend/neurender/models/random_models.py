@@ -14,6 +14,9 @@ Sizes:
 
 ControlNets are random too, and their zero-initialised output convolutions (Zhang et al. 2023, arXiv 2302.05543,
 "zero convolution") are given ordinary random weights, so that a control image does change the output of a demo model.
+Their condition encoder (8 small convolutions) gets variance-preserving He initialisation (He et al. 2015, arXiv
+1502.01852) with zero biases: with PyTorch's default init the image's signal shrinks ~1000x through it and the control
+image would have no visible effect.
 """
 
 from __future__ import annotations
@@ -123,11 +126,16 @@ SIZES: dict[str, _Size] = {
 }
 
 
-def _randomize_zero_convs(controlnet: Any) -> None:
-    """Replace the zero-initialised output convs by default-initialised ones (see module docstring)."""
+def _make_control_visible(controlnet: Any) -> None:
+    """Random instead of zero output convs, He-initialised condition encoder (see the module docstring)."""
+    import torch
+
     for conv in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
         conv.reset_parameters()
-    controlnet.controlnet_cond_embedding.conv_out.reset_parameters()
+    for module in controlnet.controlnet_cond_embedding.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(module.bias)
 
 
 def build_random_model(
@@ -183,7 +191,7 @@ def build_random_model(
         for i, kind in enumerate(control_kinds):
             torch.manual_seed(seed + 100 + i)
             controlnet = ControlNetModel(**cn_config)
-            _randomize_zero_convs(controlnet)
+            _make_control_visible(controlnet)
             folder = out / f"controlnet-{kind}"
             controlnet.save_pretrained(folder, safe_serialization=True)
             (folder / RANDOM_MODEL_MARKER).write_text(
