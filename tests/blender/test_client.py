@@ -1,0 +1,79 @@
+"""The add-on's HTTP client and worker against the stub backend (no bpy): errors translated once."""
+
+import os
+import socket
+import threading
+
+import pytest
+
+from addon_modules import load
+from stub_backend import StubBackend
+
+client = load("client")
+worker = load("worker")
+contract = load("neurender_contract")
+
+
+def test_version_and_token(stub):
+    stub.token = "s3cret"
+    info = client.Client(stub.url, "s3cret").check_version()
+    assert info["protocol_version"] == contract.PROTOCOL_VERSION
+    with pytest.raises(client.BackendError) as err:
+        client.Client(stub.url, "wrong").jobs()
+    assert err.value.kind == client.UNAUTHORIZED and "token" in str(err.value)
+
+
+def test_unreachable_is_one_clear_sentence():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(client.BackendError) as err:
+        client.Client(f"http://127.0.0.1:{port}", timeout=2).version()
+    assert err.value.kind == client.UNREACHABLE
+    assert f"127.0.0.1:{port} cannot be reached" in str(err.value)
+
+
+def test_version_mismatch_refused_unless_forced():
+    old = StubBackend(protocol=contract.PROTOCOL_VERSION + 1)
+    url = old.start()
+    try:
+        with pytest.raises(client.BackendError) as err:
+            client.Client(url).check_version()
+        assert err.value.kind == client.VERSION_MISMATCH
+        assert client.Client(url).check_version(force=True)["protocol_version"] == contract.PROTOCOL_VERSION + 1
+    finally:
+        old.stop()
+
+
+def test_bad_settings_and_missing_model_are_classified(stub, tmp_path):
+    c = client.Client(stub.url)
+    with pytest.raises(client.BackendError) as err:
+        c.submit(str(tmp_path), {"steps": 0}, "")
+    assert err.value.kind == client.BAD_SETTINGS and "steps" in str(err.value) and err.value.status == 400
+    (tmp_path / "manifest.json").write_text("{}")
+    with pytest.raises(client.BackendError) as err:
+        c.submit(str(tmp_path), {"model": str(tmp_path / "missing.safetensors")}, "")
+    # the stub reads the manifest first; an invalid one is a settings/input problem, named by the server
+    assert err.value.kind == client.BAD_SETTINGS and "schema version" in str(err.value)
+    assert client.job_failure_message({"error": "model /x/sd.safetensors not found"}).startswith(
+        "A model could not be loaded")
+
+
+def test_worker_runs_callbacks_on_the_draining_thread():
+    w = worker.Worker()
+    seen = []
+    w.submit(lambda: threading.get_ident(), lambda r, e: seen.append((r, e, threading.get_ident())))
+    w.submit(lambda: 1 / 0, lambda r, e: seen.append((r, type(e).__name__, threading.get_ident())))
+    while w.busy:
+        w.drain()
+    main = threading.get_ident()
+    assert len(seen) == 2 and all(t == main for *_, t in seen)
+    assert seen[0][0] != main  # the work itself ran elsewhere
+    assert ("ZeroDivisionError" in [s[1] for s in seen])
+
+
+def test_blocking_worker_runs_inline():
+    w = worker.Worker(blocking=True)
+    seen = []
+    w.submit(lambda: threading.get_ident(), lambda r, e: seen.append(r))
+    assert seen == [threading.get_ident()]
