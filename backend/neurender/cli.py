@@ -132,6 +132,7 @@ class ProgressPrinter:
         self.stream = stream or sys.stderr
         self._last = 0.0
         self._started = time.monotonic()
+        self._open_line = False
 
     def __call__(self, p: Progress) -> None:
         if self.mode == "none":
@@ -149,7 +150,14 @@ class ProgressPrinter:
         bar = "#" * filled + "-" * (width - filled)
         line = (f"\r[{bar}] step {p.step}/{p.steps_total}  frames {p.frames_done}/{p.frames_total}  "
                 f"{p.phase:<8} {p.message[:40]:<40}")
-        print(line, end="" if p.phase != "done" else "\n", file=self.stream, flush=True)
+        self._open_line = p.phase != "done"
+        print(line, end="" if self._open_line else "\n", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """End an unfinished bar line so that messages after it start on their own line."""
+        if self._open_line:
+            print(file=self.stream, flush=True)
+            self._open_line = False
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -179,6 +187,7 @@ def cmd_render(args: argparse.Namespace) -> int:
             cancel=cancel,
         )
     finally:
+        printer.close()
         signal.signal(signal.SIGINT, previous)
     if result.random_model:
         log.warning("The frames in %s come from a RANDOM-WEIGHT model: they are noise, not a rendering.", result.out_dir)
@@ -247,8 +256,8 @@ def _optional_commands():
         try:
             modules.append(importlib.import_module(name))
         except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+            if exc.name is None or not name.startswith(exc.name):
+                raise  # a missing dependency inside an existing module is a real error
     return modules
 
 
