@@ -51,7 +51,7 @@ class LocalBackend:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, env_dir: str, data_dir: str, root: str, port: int = 0, token: str = "") -> str:
+    def start(self, env_dir: str, data_dir: str, root: str, port: int = 0) -> str:
         """Start ``neurender serve``; returns its URL. A running one is reused."""
         if self.running:
             return self.url
@@ -62,8 +62,6 @@ class LocalBackend:
         cmd = [exe, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", data_dir, "--root", root]
         env = dict(os.environ)
         env.setdefault("HF_HUB_OFFLINE", "1")
-        if token:
-            env["NEURENDER_TOKEN"] = token
         for var in ("PYTHONHOME", "PYTHONPATH"):  # Blender's own Python must not leak into the backend
             env.pop(var, None)
         self._log_file = open(self.log_path, "ab")

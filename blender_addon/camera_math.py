@@ -95,3 +95,70 @@ def depth_range(camera_space_depths: Iterable[float], clip_start: float, clip_en
         if far <= near:
             near = max(0.0, far - 1e-6)
     return float(near), float(far)
+
+
+def _halfspaces_box(local_to_camera, bbox_min, bbox_max):
+    """The 6 half-spaces ``a . p <= b`` (camera space) of an object's local bounding box; None if singular."""
+    import numpy as np
+
+    m = np.asarray(local_to_camera, dtype=np.float64)
+    a3 = m[:3, :3]
+    if abs(np.linalg.det(a3)) < 1e-12:
+        return None
+    inv = np.linalg.inv(m)  # camera -> local: q = inv[:3,:3] p + inv[:3,3]
+    rows, rhs = [], []
+    for i in range(3):
+        r, t = inv[i, :3], inv[i, 3]
+        rows += [r, -r]
+        rhs += [bbox_max[i] - t, -(bbox_min[i] - t)]
+    return np.array(rows), np.array(rhs)
+
+
+def _halfspaces_frustum(fx, fy, cx, cy, width, height, near, far):
+    """Half-spaces of the pinhole view frustum in camera space (looking down -Z, image y down)."""
+    import numpy as np
+
+    rows = [
+        (-fx, 0.0, cx),            # u >= 0
+        (fx, 0.0, width - cx),     # u <= width
+        (0.0, fy, cy),             # v >= 0
+        (0.0, -fy, height - cy),   # v <= height
+        (0.0, 0.0, 1.0),           # depth >= near  (z <= -near)
+        (0.0, 0.0, -1.0),          # depth <= far   (-z <= far)
+    ]
+    return np.array(rows, dtype=np.float64), np.array([0.0, 0.0, 0.0, 0.0, -near, far])
+
+
+def visible_box_depths(local_to_camera, bbox_min, bbox_max, intr, width, height, near, far):
+    """``(min, max)`` planar depth of the part of an object's bounding box inside the view frustum, or None.
+
+    Both are convex polyhedra, so the extremes of the (linear) depth over their intersection lie on its vertices:
+    every vertex is the solution of 3 of the 12 bounding planes that satisfies all others (vertex enumeration of
+    a 3-variable linear program). Objects outside the view contribute nothing, large ones (floors) only the part
+    the camera sees.
+    """
+    import itertools
+
+    import numpy as np
+
+    box = _halfspaces_box(local_to_camera, bbox_min, bbox_max)
+    if box is None:
+        return None
+    fa, fb = _halfspaces_frustum(*intr, width, height, near, far)
+    a = np.vstack([box[0], fa])
+    b = np.concatenate([box[1], fb])
+    a_n = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b_n = b / np.linalg.norm(a, axis=1)
+    triples = np.array(list(itertools.combinations(range(len(a)), 3)))
+    mats = a_n[triples]
+    dets = np.linalg.det(mats)
+    ok = np.abs(dets) > 1e-9
+    if not ok.any():
+        return None
+    pts = np.linalg.solve(mats[ok], b_n[triples[ok]][..., None])[..., 0]
+    scale = max(1.0, float(np.abs(b_n).max()))
+    feasible = np.all(pts @ a_n.T <= b_n + 1e-7 * scale, axis=1)
+    if not feasible.any():
+        return None
+    depth = -pts[feasible, 2]
+    return float(depth.min()), float(depth.max())

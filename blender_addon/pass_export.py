@@ -68,7 +68,7 @@ def enable_passes(scene) -> None:
     scene.render.use_motion_blur = False  # the vector pass is only written without motion blur
 
 
-def configure_scene(scene) -> None:
+def configure_scene(scene, half: bool = False) -> None:
     """Point the render output at the pass folder (multilayer EXR) and enable the passes; keeps the artist's output."""
     s = scene.neurender
     r = scene.render
@@ -80,7 +80,7 @@ def configure_scene(scene) -> None:
         s.saved_use_sequencer = r.use_sequencer
     os.makedirs(pass_dir(scene), exist_ok=True)
     enable_passes(scene)
-    compat.set_multilayer_exr(r.image_settings)
+    compat.set_multilayer_exr(r.image_settings, half=half)
     r.filepath = target
     r.use_file_extension = True
     r.use_sequencer = False  # with strips in the VSE Blender would render those instead of the passes
@@ -138,8 +138,12 @@ def frame_camera(scene) -> "contract.FrameCamera":
     return contract.FrameCamera(world_to_camera=w2c, fx=fx, fy=fy, cx=cx, cy=cy)
 
 
-def _geometry_depths(scene, w2c) -> list[float]:
-    """Planar depths of the bounding-box corners of every renderable evaluated object."""
+def _geometry_depths(scene, camera: "contract.FrameCamera") -> list[float]:
+    """Nearest and farthest planar depth of every renderable evaluated object's bounding box inside the view."""
+    data = scene.camera.data
+    w, h = render_size(scene)
+    intr = (camera.fx, camera.fy, camera.cx, camera.cy)
+    w2c = camera.world_to_camera
     depsgraph = bpy.context.evaluated_depsgraph_get()
     depths = []
     for inst in depsgraph.object_instances:
@@ -148,10 +152,14 @@ def _geometry_depths(scene, w2c) -> list[float]:
             continue
         if obj.hide_render:
             continue
+        corners = [tuple(c) for c in obj.bound_box]
+        lo = [min(c[i] for c in corners) for i in range(3)]
+        hi = [max(c[i] for c in corners) for i in range(3)]
         m = _matrix(inst.matrix_world)
-        for corner in obj.bound_box:
-            p = camera_math.transform(m, corner)
-            depths.append(-camera_math.transform(w2c, p)[2])
+        local_to_camera = [[sum(w2c[r][k] * m[k][c] for k in range(4)) for c in range(4)] for r in range(4)]
+        found = camera_math.visible_box_depths(local_to_camera, lo, hi, intr, w, h, data.clip_start, data.clip_end)
+        if found is not None:
+            depths.extend(found)
     return depths
 
 
@@ -181,7 +189,7 @@ def build_manifest(scene, folder: str, frame_start: int, frame_end: int) -> "con
         for f in range(frame_start, frame_end + 1):
             scene.frame_set(f)
             camera = frame_camera(scene)
-            depths.extend(_geometry_depths(scene, camera.world_to_camera))
+            depths.extend(_geometry_depths(scene, camera))
             if f in frames:
                 entries.append(contract.FrameEntry(frame=f, file=contract.PASS_FILE_PATTERN.format(frame=f),
                                                    camera=camera))
@@ -211,6 +219,7 @@ def write_manifest(manifest: "contract.PassManifest", folder: str) -> str:
     fd, tmp = tempfile.mkstemp(prefix=".manifest", dir=folder)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(manifest.to_json())
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
     return path
 
@@ -220,14 +229,15 @@ def read_manifest(folder: str) -> "contract.PassManifest":
         return contract.PassManifest.from_dict(json.load(f))
 
 
-def export_passes(scene, frame_start: int, frame_end: int) -> "contract.PassManifest":
+def export_passes(scene, frame_start: int, frame_end: int, half: bool = False) -> "contract.PassManifest":
     """Render ``frame_start..frame_end`` into the pass folder (blocking) and write its manifest.
 
     The scene's render output and frame range are restored afterwards unless the render hook owns them.
+    ``half`` stores 16-bit floats (smaller files; depth keeps ~3 significant digits).
     """
     hooked = scene.neurender.render_hook
     old_range = scene.frame_start, scene.frame_end
-    configure_scene(scene)
+    configure_scene(scene, half=half)
     folder = pass_dir(scene)
     for f in frames_on_disk(folder, frame_start, frame_end):  # never mix old and new passes
         os.remove(os.path.join(folder, contract.PASS_FILE_PATTERN.format(frame=f)))

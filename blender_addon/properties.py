@@ -33,7 +33,7 @@ def _hook_update(self, context):
 class NeurenderControlUnit(bpy.types.PropertyGroup):
     enabled: BoolProperty(name="Enabled", default=True)
     kind: EnumProperty(name="Control", items=_items(contract.CONTROL_KINDS), default="depth")
-    model: StringProperty(name="Model", subtype="FILE_PATH",
+    model: StringProperty(name="Model", subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"},
                           description="ControlNet path; empty uses the one set in the preferences for this kind")
     weight: FloatProperty(name="Weight", default=1.0, min=0.0, max=4.0)
     guidance_start: FloatProperty(name="Start", default=0.0, min=0.0, max=1.0, subtype="FACTOR")
@@ -53,7 +53,7 @@ class NeurenderShot(bpy.types.PropertyGroup):
     width: IntProperty(name="Width", default=0, min=0, max=contract.MAX_RESOLUTION, step=8,
                        description="0: the render resolution rounded down to a multiple of 8")
     height: IntProperty(name="Height", default=0, min=0, max=contract.MAX_RESOLUTION, step=8)
-    model: StringProperty(name="Checkpoint", subtype="FILE_PATH",
+    model: StringProperty(name="Checkpoint", subtype="FILE_PATH", options={"PATH_SUPPORTS_BLEND_RELATIVE"},
                           description="Empty uses the Stable Diffusion checkpoint from the preferences")
     controlnets: CollectionProperty(type=NeurenderControlUnit)
     consistency: EnumProperty(name="Consistency", items=_items(contract.CONSISTENCY_MODES,
@@ -76,6 +76,7 @@ class NeurenderShot(bpy.types.PropertyGroup):
     overwrite: BoolProperty(name="Overwrite frames", default=True,
                             description="Render every frame again instead of keeping frames already done")
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//neurender/",
+                               options={"PATH_SUPPORTS_BLEND_RELATIVE"},
                                description="Folder for the pass folder and the neural frames")
     render_hook: BoolProperty(name="Neural render on animation render", default=False, update=_hook_update,
                               description="Render Animation (Ctrl+F12, blender -b -a) also writes the pass folder "

@@ -64,3 +64,30 @@ def test_depth_range_clamps_and_ignores_points_behind():
     assert cm.depth_range([-1.0], 0.1, 100.0) == (0.1, 100.0)  # nothing in front: the clip range
     near, far = cm.depth_range([3.0, 3.0], 0.1, 100.0)
     assert near < far
+
+
+def _cam():
+    return (100.0, 100.0, 32.0, 24.0), 64, 48
+
+
+def test_visible_box_depths_of_a_box_in_view():
+    intr, w, h = _cam()
+    # unit cube centred 5 units in front of an identity camera: depths 4.5 .. 5.5
+    m = np.eye(4)
+    m[2, 3] = -5.0
+    lo, hi = cm.visible_box_depths(m.tolist(), (-0.5, -0.5, -0.5), (0.5, 0.5, 0.5), intr, w, h, 0.1, 100.0)
+    assert lo == pytest.approx(4.5) and hi == pytest.approx(5.5)
+
+
+def test_visible_box_depths_ignores_boxes_outside_and_clips_large_ones():
+    intr, w, h = _cam()
+    m = np.eye(4)
+    m[0, 3], m[2, 3] = 50.0, -5.0  # far to the right: outside the view
+    assert cm.visible_box_depths(m.tolist(), (-0.5,) * 3, (0.5,) * 3, intr, w, h, 0.1, 100.0) is None
+    # a flat floor 1 unit below the camera, from 20 units behind to 200 in front: only the seen part counts
+    floor = np.eye(4)
+    floor[1, 3] = -1.0
+    lo, hi = cm.visible_box_depths(floor.tolist(), (-100, 0, -200), (100, 0, 20), intr, w, h, 0.1, 100.0)
+    # the lowest image row (v = 48) sees the floor at depth fy * 1 / (48 - cy) = 100 / 24
+    assert lo == pytest.approx(100 / 24, rel=1e-6)
+    assert hi == pytest.approx(100.0)  # clipped by the far plane
