@@ -79,11 +79,12 @@ def geometric_edges(
     with np.errstate(divide="ignore"):
         inv = np.where(np.isfinite(z) & (z > 0), 1.0 / z, 0.0)
     unit = None
+    valid = inv > 0
     if normal_cam_or_world is not None:
         n = np.asarray(normal_cam_or_world, dtype=np.float64)
         length = np.linalg.norm(n, axis=-1, keepdims=True)
         unit = np.where(length > 1e-8, n / np.maximum(length, 1e-8), 0.0)
-        valid = (length[..., 0] > 1e-8) & (inv > 0)
+        valid &= length[..., 0] > 1e-8
     idx = None if object_index is None else np.asarray(object_index)
 
     lines = np.zeros(z.shape, np.float64)

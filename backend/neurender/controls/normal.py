@@ -33,7 +33,9 @@ import numpy as np
 NORMAL_CONVENTIONS = ("bae", "midas")
 
 
-def camera_space_normals(normal_world: np.ndarray, world_to_camera: Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+def camera_space_normals(
+    normal_world: np.ndarray, world_to_camera: Sequence[Sequence[float]] | np.ndarray
+) -> np.ndarray:
     """HxWx3 unit normals in Blender camera space (+X right, +Y up, +Z towards the viewer).
 
     Normals transform with the inverse transpose of the view matrix's 3x3 part (equal to the rotation itself for a
