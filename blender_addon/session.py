@@ -64,6 +64,8 @@ def _status():
 
 def set_message(text: str, error: str = "") -> None:
     st = _status()
+    if st is not None and st.message == text and st.error == error:
+        return  # the same snapshot again: nothing to log or redraw
     if st is not None:
         st.message = text
         st.error = error
