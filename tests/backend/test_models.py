@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +23,7 @@ from neurender.models.sd15_config import (
     controlnet_config_from_unet,
     default_sd15_config_dir,
     tokenizer_data_dir,
+    write_pipeline_config,
     write_sd15_config,
 )
 from support.ldm_export import controlnet_checkpoint_state, save_checkpoint, sd_checkpoint_state
@@ -189,6 +189,19 @@ def test_single_file_round_trip_is_bit_exact(mini, fmt):
     for name in ("unet", "vae", "text_encoder", "controlnet"):
         _assert_same_weights(getattr(ref.pipe, name), getattr(got.pipe, name), name)
     assert got.pipe.tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_single_file_with_generated_config_folder(mini, tmp_path):
+    """write_pipeline_config (the writer of the default SD1.5 folder) makes a folder from_single_file accepts."""
+    from neurender.models.random_models import SIZES
+
+    _, ref, files, _ = mini
+    spec = SIZES["mini"]
+    folder = write_pipeline_config(tmp_path / "cfg", spec.unet, spec.vae, spec.text)
+    assert not list(folder.rglob("*.safetensors"))
+    got = load_pipeline(files["safetensors"], config_dir=folder)
+    for name in ("unet", "vae", "text_encoder"):
+        _assert_same_weights(getattr(ref.pipe, name), getattr(got.pipe, name), name)
 
 
 def test_single_file_controlnet_on_folder_model(mini):

@@ -67,7 +67,7 @@ class CheckpointInfo:
 
 
 def brief(exc: BaseException, limit: int = 240) -> str:
-    """First two lines of an exception's text, cut to ``limit`` characters, for wrapping library errors in a sentence."""
+    """First two lines of an exception's text, at most ``limit`` characters: wraps library errors in a sentence."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     text = " ".join(lines[:2]) if lines else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -21,7 +21,7 @@ from neurender.contract import LoraSpec
 from neurender.errors import ModelLoadError
 from neurender.models.checkpoint_files import CheckpointInfo, brief, read_checkpoint
 from neurender.models.devices import resolve_device, resolve_dtype
-from neurender.models.lora import apply_loras
+from neurender.models.lora import apply_loras, check_lora_file
 from neurender.models.random_models import RANDOM_MODEL_MARKER
 from neurender.models.sd15_config import controlnet_config_from_unet, default_sd15_config_dir
 
@@ -97,7 +97,9 @@ def _load_sd(model: Path, config_dir: Path | None, torch_dtype: Any) -> tuple[An
         try:
             pipe = StableDiffusionPipeline.from_pretrained(str(model), feature_extractor=None, **common)
         except Exception as e:  # noqa: BLE001
-            raise ModelLoadError(f"model folder {model} could not be loaded as an SD1.5 diffusers model: {brief(e)}") from e
+            raise ModelLoadError(
+                f"model folder {model} could not be loaded as an SD1.5 diffusers model: {brief(e)}"
+            ) from e
         return pipe, "diffusers-folder"
 
     info = read_checkpoint(model)
@@ -209,9 +211,8 @@ def _check_controlnet_fits(controlnet: Any, unet_cfg: dict[str, Any], what: str,
             )
 
 
-def _load_controlnet(kind: str, path: Path, unet_cfg: dict[str, Any], torch_dtype: Any) -> tuple[Any, bool]:
-    from diffusers import ControlNetModel
-
+def _check_controlnet_path(kind: str, path: Path) -> CheckpointInfo | None:
+    """Up-front checks that need no model: exists, is a ControlNet. Returns the file's tensor info (None: a folder)."""
     what = f"ControlNet '{kind}'"
     if not path.exists():
         raise ModelLoadError(f"{what} {path} does not exist; expected a ControlNet folder or .safetensors/.ckpt file")
@@ -223,6 +224,23 @@ def _load_controlnet(kind: str, path: Path, unet_cfg: dict[str, Any], torch_dtyp
             raise ModelLoadError(
                 f"{what} folder {path} has no ControlNet config.json; expected a diffusers ControlNetModel folder"
             )
+        return None
+    info = read_checkpoint(path)
+    if not info.has_controlnet:
+        looks = "a Stable Diffusion checkpoint" if info.has_sd_unet else f"a {info.kind} file"
+        raise ModelLoadError(
+            f"{what} {path} is {looks}, not a ControlNet (no 'control_model.*' / hint-encoder tensors)"
+        )
+    return info
+
+
+def _load_controlnet(
+    kind: str, path: Path, info: CheckpointInfo | None, unet_cfg: dict[str, Any], torch_dtype: Any
+) -> tuple[Any, bool]:
+    from diffusers import ControlNetModel
+
+    what = f"ControlNet '{kind}'"
+    if info is None:  # a diffusers folder
         try:
             cn = ControlNetModel.from_pretrained(str(path), dtype=torch_dtype, local_files_only=True)
         except Exception as e:  # noqa: BLE001
@@ -230,21 +248,17 @@ def _load_controlnet(kind: str, path: Path, unet_cfg: dict[str, Any], torch_dtyp
         _check_controlnet_fits(cn, unet_cfg, what, path)
         return cn, (path / RANDOM_MODEL_MARKER).is_file()
 
-    info = read_checkpoint(path)
-    if not info.has_controlnet:
-        looks = "a Stable Diffusion checkpoint" if info.has_sd_unet else f"a {info.kind} file"
-        raise ModelLoadError(f"{what} {path} is {looks}, not a ControlNet (no 'control_model.*' / hint-encoder tensors)")
     _check_controlnet_file_fits(info, unet_cfg, what)
     widths, cond_channels = _hint_layout(info)
     config = controlnet_config_from_unet(unet_cfg, widths, cond_channels)
     with tempfile.TemporaryDirectory(prefix="neurender-cn-config-") as tmp:
         (Path(tmp) / "config.json").write_text(json.dumps(config), encoding="utf-8")
         try:
-            cn = ControlNetModel.from_single_file(
-                str(path), config=tmp, dtype=torch_dtype, local_files_only=True
-            )
+            cn = ControlNetModel.from_single_file(str(path), config=tmp, dtype=torch_dtype, local_files_only=True)
         except Exception as e:  # noqa: BLE001
-            raise ModelLoadError(f"{what} {path} could not be loaded as an SD1.5-family ControlNet: {brief(e)}") from e
+            raise ModelLoadError(
+                f"{what} {path} could not be loaded as an SD1.5-family ControlNet: {brief(e)}"
+            ) from e
     _check_controlnet_fits(cn, unet_cfg, what, path)
     return cn, False
 
@@ -270,14 +284,20 @@ def load_pipeline(
     torch_dtype = resolve_dtype(dtype)
     torch_device = resolve_device(device)
     model_path = Path(model).expanduser()
+    # Everything that can be checked without weights first: a typo in the last path fails in milliseconds.
+    cn_paths = [(kind, Path(p).expanduser()) for kind, p in controlnets]
+    cn_infos = [_check_controlnet_path(kind, p) for kind, p in cn_paths]
+    for spec in loras:
+        spec.check()
+        check_lora_file(spec.path)
     pipe, model_kind = _load_sd(model_path, Path(config_dir) if config_dir is not None else None, torch_dtype)
     random_weights = model_kind == "diffusers-folder" and (model_path / RANDOM_MODEL_MARKER).is_file()
 
     unet_cfg = dict(pipe.unet.config)
     kinds: list[str] = []
     models: list[Any] = []
-    for kind, cn_path in controlnets:
-        cn, cn_random = _load_controlnet(kind, Path(cn_path).expanduser(), unet_cfg, torch_dtype)
+    for (kind, cn_path), info in zip(cn_paths, cn_infos):
+        cn, cn_random = _load_controlnet(kind, cn_path, info, unet_cfg, torch_dtype)
         kinds.append(kind)
         models.append(cn)
         random_weights = random_weights or cn_random

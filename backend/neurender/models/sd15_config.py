@@ -171,7 +171,9 @@ def write_pipeline_config(
             "vae": ["diffusers", "AutoencoderKL"],
         },
     )
-    _write_json(out / "unet" / "config.json", {"_class_name": "UNet2DConditionModel", "_diffusers_version": version, **unet})
+    _write_json(
+        out / "unet" / "config.json", {"_class_name": "UNet2DConditionModel", "_diffusers_version": version, **unet}
+    )
     _write_json(out / "vae" / "config.json", {"_class_name": "AutoencoderKL", "_diffusers_version": version, **vae})
     _write_json(
         out / "scheduler" / "scheduler_config.json",
@@ -210,6 +212,7 @@ def default_sd15_config_dir() -> Path:
     try:
         write_sd15_config(tmp)
         write_sd15_controlnet_config(tmp / "controlnet")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race

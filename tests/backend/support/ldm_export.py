@@ -1,4 +1,4 @@
-"""Write diffusers models as original-layout (CompVis LDM / ControlNet "cldm") checkpoints, for testing single-file loading.
+"""Write diffusers models as original-layout (CompVis LDM / ControlNet "cldm") checkpoints, to test single-file loading.
 
 diffusers only converts LDM -> diffusers; this is the other direction, written from the structure of the LDM
 ``openaimodel.UNetModel`` (input_blocks / middle_block / output_blocks, ``in_layers``/``out_layers`` resnets),
@@ -101,7 +101,8 @@ def unet_to_ldm(state: dict[str, torch.Tensor], cfg: dict[str, Any]) -> dict[str
             m.add(f"up_blocks.{i}.resnets.{j}.", f"output_blocks.{idx}.0.", _RESNET_UNET)
             m.add(f"up_blocks.{i}.attentions.{j}.", f"output_blocks.{idx}.1.")
         if i < n - 1:
-            m.add(f"up_blocks.{i}.upsamplers.0.conv.", f"output_blocks.{i * (per + 1) + per}.{2 if has_attn else 1}.conv.")
+            last = i * (per + 1) + per
+            m.add(f"up_blocks.{i}.upsamplers.0.conv.", f"output_blocks.{last}.{2 if has_attn else 1}.conv.")
     m.add("conv_norm_out.", "out.0.")
     m.add("conv_out.", "out.2.")
     return m.convert(state, "unet")
