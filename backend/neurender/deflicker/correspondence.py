@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from neurender.deflicker.warp import backward_warp
+from neurender.deflicker.warp import backward_warp, inside_mask
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
@@ -91,5 +91,6 @@ def compose(c_ij: Correspondence, c_jk: Correspondence) -> Correspondence:
     flow_jk_at = sampled[0, :2].permute(1, 2, 0)
     valid_jk_at = sampled[0, 2] * inside[0]
     # bilinear validity below 1 means a tap fell on an invalid pixel: keep it only if nearly fully valid
-    valid = c_ij.valid * (valid_jk_at > 0.999).float()
-    return Correspondence(c_ij.flow + flow_jk_at, valid)
+    flow = c_ij.flow + flow_jk_at
+    valid = c_ij.valid * (valid_jk_at > 0.999).float() * inside_mask(flow[None])[0]
+    return Correspondence(flow, valid)

@@ -3,7 +3,7 @@
 ``backward_warp(images_j, flow_ij)`` builds, on frame i's pixel grid, the image ``I_j(p + flow_ij(p))``: the standard
 backward (inverse) warp used by flow-based video methods (e.g. Lai et al. 2018, "Learning Blind Video Temporal
 Consistency", warping loss). Pixel centres sit at integer + 0.5; ``grid_sample`` with ``align_corners=False``
-uses exactly that convention, so a zero flow reproduces the image bit for bit.
+uses exactly that convention, so a zero flow reproduces the image (to float rounding, ~1e-6).
 """
 
 from __future__ import annotations
