@@ -76,3 +76,14 @@ def set_linear_interpolation(obj) -> None:
     for fc in fcurves(ad.action, obj):
         for kp in fc.keyframe_points:
             kp.interpolation = "LINEAR"
+
+
+def set_movie_output(render) -> None:
+    """H.264 in an MP4 container (4.5: file_format 'FFMPEG'; 5.0 additionally media_type 'VIDEO')."""
+    ims = render.image_settings
+    if hasattr(ims, "media_type"):
+        ims.media_type = "VIDEO"
+    ims.file_format = "FFMPEG"
+    render.ffmpeg.format = "MPEG4"
+    render.ffmpeg.codec = "H264"
+    render.ffmpeg.constant_rate_factor = "HIGH"

@@ -58,6 +58,7 @@ class NEURENDER_PT_prompt(_Base, bpy.types.Panel):
         row.prop(shot, "height")
         col.prop(shot, "model")
         col.prop(shot, "output_dir")
+        col.prop(shot, "make_movie")
 
 
 class NEURENDER_PT_controls(_Base, bpy.types.Panel):

@@ -8,10 +8,6 @@ import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
 
-def addon_package() -> str:
-    return __package__
-
-
 def get(context=None):
     """This add-on's preferences object."""
     context = context or bpy.context

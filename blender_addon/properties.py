@@ -81,6 +81,8 @@ class NeurenderShot(bpy.types.PropertyGroup):
     render_hook: BoolProperty(name="Neural render on animation render", default=False, update=_hook_update,
                               description="Render Animation (Ctrl+F12, blender -b -a) also writes the pass folder "
                                           "and submits the neural render when it completes")
+    make_movie: BoolProperty(name="Also write a movie", default=False,
+                             description="Encode the neural frames as an MP4 next to them (neurender.mp4)")
     wait_headless: BoolProperty(name="Wait in background mode", default=True)
     # the artist's own output settings, kept while the hook owns the render output
     saved_filepath: StringProperty(options={"HIDDEN"})

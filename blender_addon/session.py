@@ -18,6 +18,7 @@ from . import neurender_contract as contract
 log = logging.getLogger(__name__)
 
 TIMER_INTERVAL = 0.25
+MOVIE_NAME = "neurender.mp4"
 
 
 class _State:
@@ -277,7 +278,14 @@ def _finish(job: dict) -> None:
     except (contract.ContractError, RuntimeError) as exc:
         set_message("", f"The neural frames could not be loaded into the sequencer: {exc}")
         return
-    set_message(f"Done: {len(strip.elements)} frames on VSE channel {strip.channel} ({out_dir})")
+    movie = ""
+    if scene.neurender.make_movie:
+        try:
+            movie = " and " + vse.write_movie(scene, out_dir, frames, os.path.join(out_dir, MOVIE_NAME))
+        except (contract.ContractError, RuntimeError) as exc:
+            set_message("", f"The movie could not be written: {exc}")
+            return
+    set_message(f"Done: {len(strip.elements)} frames on VSE channel {strip.channel} ({out_dir}){movie}")
 
 
 def cancel_job() -> bool:

@@ -83,3 +83,35 @@ def place_result(scene, folder: str, frames: list[int] | None = None):
     strip[TAG] = True
     log.info("neurender strip on channel %d, frames %d-%d", channel, frames[0], frames[-1])
     return strip
+
+
+def write_movie(scene, folder: str, frames: list[int], path: str) -> str:
+    """Encode the neural frames as an H.264 MP4 at the scene's frame rate, via a temporary scene's sequencer."""
+    frames = sorted(frames)
+    if not frames:
+        raise contract.ContractError(f"no neural frames to write a movie from in {folder}")
+    tmp = bpy.data.scenes.new("neurender_movie")
+    try:
+        first = os.path.join(folder, contract.FRAME_FILE_PATTERN.format(frame=frames[0]))
+        img = bpy.data.images.load(first, check_existing=False)
+        width, height = img.size
+        bpy.data.images.remove(img)
+        r = tmp.render
+        r.resolution_x, r.resolution_y, r.resolution_percentage = width, height, 100
+        r.fps, r.fps_base = scene.render.fps, scene.render.fps_base
+        tmp.frame_start, tmp.frame_end = frames[0], frames[-1]
+        se = tmp.sequence_editor_create()
+        strip = compat.strips(se).new_image(name="frames", filepath=first, channel=1, frame_start=frames[0])
+        for f in range(frames[0] + 1, frames[-1] + 1):
+            strip.elements.append(contract.FRAME_FILE_PATTERN.format(frame=max(x for x in frames if x <= f)))
+        r.use_sequencer = True
+        compat.set_movie_output(r)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        r.filepath = path
+        r.use_file_extension = False
+        bpy.ops.render.render(animation=True, scene=tmp.name)
+    finally:
+        bpy.data.scenes.remove(tmp)
+    if not os.path.isfile(path):
+        raise RuntimeError(f"the movie {path} was not written")
+    return path

@@ -44,5 +44,12 @@ def test_hook_renders_submits_waits_and_places_strip(run_scenario, stub):
     assert len(ours2) == 1 and artist2 == artist
     assert ours2[0]["channel"] == 2 and (ours2[0]["start"], ours2[0]["end"]) == (2, 5)
     assert ours2[0]["elements"] == [f"frame_{f:04d}.png" for f in range(2, 5)]
+    # the second run also wrote the optional movie (temporary encoding scene removed again)
+    movie = os.path.join(out_dir, "neurender.mp4")
+    assert os.path.getsize(movie) > 1000
+    with open(movie, "rb") as fh:
+        assert fh.read(12)[4:8] == b"ftyp"  # an MP4 container
+    assert r["scenes"] == ["Scene"]
+    assert any(m.endswith("neurender.mp4") for m in r["messages"])
     # the outcome reached the artist (progress is checked in test_errors_cancel with slower jobs)
     assert any(m.startswith("Done: 4 frames on VSE channel 2") for m in r["messages"]), r["messages"]

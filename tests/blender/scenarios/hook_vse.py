@@ -45,10 +45,11 @@ status = bpy.context.window_manager.neurender
 first_status = {"state": status.job_state, "error": status.error, "out_dir": status.out_dir}
 
 scene.frame_start = 2
+shot.make_movie = True
 bpy.ops.render.render(animation=True)
 second = strips()
 shot.render_hook = False
-common.finish({"first": first, "second": second, "status": first_status, "messages": messages,
+common.finish({"scenes": [s.name for s in bpy.data.scenes], "first": first, "second": second, "status": first_status, "messages": messages,
                "configured": configured, "restored_filepath": scene.render.filepath, "own_output": own_output,
                "restored_format": scene.render.image_settings.file_format,
                "restored_use_sequencer": scene.render.use_sequencer, "passes_on_disk": sorted(
