@@ -370,6 +370,10 @@ def test_default_demo_model_is_cached_in_neurender_cache(tmp_path, monkeypatch):
     assert second == first
     assert (second.model / "unet" / "diffusion_pytorch_model.safetensors").stat().st_mtime_ns == stamp
     assert set(second.controlnets) == {"depth", "normal", "edges"}
+    marker = first.model / "neurender_random_model.json"  # a model cached by an older version is rebuilt
+    marker.write_text('{"version": 0}', encoding="utf-8")
+    default_demo_model()
+    assert json.loads(marker.read_text(encoding="utf-8"))["version"] > 0
     monkeypatch.delenv("NEURENDER_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     from neurender.models.cachedir import cache_root

@@ -22,6 +22,7 @@ image would have no visible effect.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -43,6 +44,22 @@ log = logging.getLogger(__name__)
 
 RANDOM_MODEL_MARKER = "neurender_random_model.json"
 """File written into a random model folder; ``load_pipeline`` reports such models as ``random_weights=True``."""
+
+RANDOM_MODEL_VERSION = 2
+"""Bumped whenever the same seed would build different weights; cached demo models of other versions are rebuilt."""
+
+
+def _marker(**fields: Any) -> str:
+    return json.dumps({"version": RANDOM_MODEL_VERSION, **fields}) + "\n"
+
+
+def _is_current(folder: Path) -> bool:
+    try:
+        return json.loads((folder / RANDOM_MODEL_MARKER).read_text(encoding="utf-8")).get("version") == (
+            RANDOM_MODEL_VERSION
+        )
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 @dataclass
@@ -186,9 +203,7 @@ def build_random_model(
         # The shipped vocabulary files too, so the folder also works as a from_single_file config folder.
         for name in ("vocab.json", "merges.txt", "tokenizer_config.json", "LICENSE"):
             shutil.copyfile(tokenizer_data_dir() / name, model_dir / "tokenizer" / name)
-        (model_dir / RANDOM_MODEL_MARKER).write_text(
-            f'{{"size": "{size}", "seed": {seed}}}\n', encoding="utf-8"
-        )
+        (model_dir / RANDOM_MODEL_MARKER).write_text(_marker(size=size, seed=seed), encoding="utf-8")
 
         controlnets: dict[str, Path] = {}
         cn_config = controlnet_config_from_unet(dict(unet.config), spec.hint_channels)
@@ -201,9 +216,7 @@ def build_random_model(
                 controlnet.to(torch.float16)
             folder = out / f"controlnet-{kind}"
             controlnet.save_pretrained(folder, safe_serialization=True)
-            (folder / RANDOM_MODEL_MARKER).write_text(
-                f'{{"size": "{size}", "seed": {seed}, "kind": "{kind}"}}\n', encoding="utf-8"
-            )
+            (folder / RANDOM_MODEL_MARKER).write_text(_marker(size=size, seed=seed, kind=kind), encoding="utf-8")
             controlnets[kind] = folder
     log.info("built random %s model (seed %d) in %s", size, seed, out)
     return RandomModelPaths(model=model_dir, controlnets=controlnets)
@@ -216,9 +229,7 @@ def default_demo_model(control_kinds: tuple[str, ...] = ("depth", "normal", "edg
     """
     target = cache_root() / "random-tiny"
     wanted = {k: target / f"controlnet-{k}" for k in control_kinds}
-    if (target / "model" / RANDOM_MODEL_MARKER).is_file() and all(
-        (p / RANDOM_MODEL_MARKER).is_file() for p in wanted.values()
-    ):
+    if _is_current(target / "model") and all(_is_current(p) for p in wanted.values()):
         return RandomModelPaths(model=target / "model", controlnets=wanted)
     target.parent.mkdir(parents=True, exist_ok=True)
     kinds = tuple(sorted(set(control_kinds) | {"depth", "normal", "edges"}))
