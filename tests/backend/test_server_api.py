@@ -282,3 +282,26 @@ def test_invalid_requests_get_4xx_with_a_reason(tmp_path, step_seconds):
         r = client.post("/jobs", json={"pass_dir": str(big)})
         assert r.status_code == 422 and "exceeds 2048" in r.json()["detail"]
         assert client.get("/jobs").json()["jobs"] == []  # nothing was queued
+
+
+def test_runner_failures_are_recorded_and_the_worker_goes_on(tmp_path, step_seconds):
+    from neurender.errors import ModelLoadError
+
+    passes = write_fake_pass_folder(tmp_path / "shot", frames=1)
+    failures = iter([ModelLoadError("model /m/x.safetensors is not an SD 1.5 checkpoint"), RuntimeError("boom")])
+
+    def runner(spec, **kw):
+        exc = next(failures, None)
+        if exc is not None:
+            raise exc
+        return run_fake_render(spec, **kw)
+
+    app = create_app(make_config(tmp_path), runner=runner)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        ids = [client.post("/jobs", json={"pass_dir": str(passes), "settings": {"steps": 1}}).json()["id"]
+               for _ in range(3)]
+        jobs = [wait_for(client, i, ("done", "failed", "cancelled")) for i in ids]
+    assert [j["state"] for j in jobs] == ["failed", "failed", "done"]
+    assert jobs[0]["error"] == "model /m/x.safetensors is not an SD 1.5 checkpoint"
+    assert jobs[1]["error"] == "internal error: RuntimeError: boom"
+    assert jobs[2]["error"] is None and jobs[2]["frames_done"] == [1]

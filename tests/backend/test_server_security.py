@@ -202,3 +202,35 @@ def test_browser_and_foreign_host_requests_are_refused(tmp_path):
         r = client.get("/jobs", headers={"Host": "evil.example"})  # DNS rebinding
         assert r.status_code == 421
         assert client.get("/jobs", headers={"Host": f"localhost:{server.port}"}).status_code == 200
+
+
+def test_network_bind_requires_a_token_on_every_request(tmp_path):
+    config = make_config(tmp_path, host="0.0.0.0")  # the policy follows the configured bind address
+    app = create_app(config, runner=run_fake_render)
+    token = (tmp_path / "data" / "token").read_text().strip()
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        assert client.get("/jobs").status_code == 401
+        assert client.get("/jobs", headers={"Authorization": f"Bearer {token}x"}).status_code == 401
+        ok = client.get("/jobs", headers={"Authorization": f"Bearer {token}", "Host": "gpu-box.studio:8765"})
+        assert ok.status_code == 200  # no Host restriction once a token guards the server
+        assert client.get("/version").json()["models"] == {}  # nothing about the machine without the token
+
+
+def test_cli_builds_one_config_and_refuses_bad_token_file(tmp_path):
+    from neurender.cli import build_parser
+    from neurender.server.cli_serve import build_config, cmd_serve
+
+    args = build_parser().parse_args(
+        ["serve", "--data-dir", str(tmp_path / "d"), "--root", str(tmp_path), "--root", str(tmp_path / "x"),
+         "--max-upload-mb", "3", "--require-token", "--token-file", str(tmp_path / "tok")]
+    )
+    assert args.func is cmd_serve
+    config = build_config(args)
+    assert config.host == "127.0.0.1" and config.token_required
+    assert config.roots == [tmp_path.resolve(), (tmp_path / "x").resolve(), (tmp_path / "d").resolve()]
+    assert config.max_upload_bytes == 3 * 1024**2 and config.token_file == (tmp_path / "tok").resolve()
+    (tmp_path / "tok").write_text("y" * 40)
+    (tmp_path / "tok").chmod(0o640)
+    assert cmd_serve(args) == 2  # refused before binding anything
+    bad = build_parser().parse_args(["serve", "--port", "70000", "--data-dir", str(tmp_path / "d")])
+    assert cmd_serve(bad) == 2

@@ -117,5 +117,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not is_loopback(config.host):
         print("WARNING: listening on the network; use TLS (a reverse proxy) outside a trusted studio network.")
     print("allowed roots: " + ", ".join(str(r) for r in config.roots), flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level=args.log_level, access_log=False)
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
     return EXIT_OK

@@ -161,14 +161,17 @@ class Worker:
         def on_progress(p: Progress) -> None:
             nonlocal last_write, last_frames
             now = time.monotonic()
-            if p.frames_done != last_frames:
-                last_frames = p.frames_done
-                last_write = now
-                done = scan_frames_done(out_dir, record.frame_start, record.frame_end)
-                self.store.update_progress(record.id, p, done)
-            elif now - last_write >= self.progress_interval:
-                last_write = now
-                self.store.update_progress(record.id, p)
+            try:
+                if p.frames_done != last_frames:
+                    last_frames = p.frames_done
+                    last_write = now
+                    done = scan_frames_done(out_dir, record.frame_start, record.frame_end)
+                    self.store.update_progress(record.id, p, done)
+                elif now - last_write >= self.progress_interval:
+                    last_write = now
+                    self.store.update_progress(record.id, p)
+            except Exception:  # a missed progress record must never fail the render itself
+                log.exception("job %s: cannot record progress", record.id)
 
         def frames_done() -> list[int]:
             return scan_frames_done(out_dir, record.frame_start, record.frame_end)
