@@ -1,0 +1,84 @@
+"""Scenario: draw every panel and the preferences with a recording layout (bpy has no UI in background mode).
+
+Each ``layout.prop(data, name)`` must name a real property and each ``operator`` a registered operator.
+"""
+
+import sys
+import types
+
+import common
+
+config, mod = common.start(sys.argv[1])
+import bpy  # noqa: E402
+
+problems, calls = [], []
+
+
+class Layout:
+    def __getattr__(self, name):
+        return None
+
+    def __setattr__(self, name, value):
+        pass
+
+    def _child(self, *a, **k):
+        return Layout()
+
+    row = column = box = split = _child
+
+    def prop(self, data, name, **kw):
+        calls.append(name)
+        target = data if not hasattr(data, "layout") else mod.preferences.get()
+        if name not in target.bl_rna.properties:
+            problems.append(f"no property {name} on {data}")
+
+    def operator(self, idname, **kw):
+        calls.append(idname)
+        cat, _, op = idname.partition(".")
+        try:
+            getattr(getattr(bpy.ops, cat), op).get_rna_type()
+        except (KeyError, AttributeError):
+            problems.append(f"no operator {idname}")
+        return Layout()
+
+    def label(self, **kw):
+        calls.append("label:" + kw.get("text", ""))
+
+    def progress(self, **kw):
+        calls.append("progress")
+
+    def separator(self, **kw):
+        pass
+
+
+scene = bpy.context.scene
+scene.neurender.controlnets.add().kind = "normal"
+status = bpy.context.window_manager.neurender
+status.job_id, status.job_state, status.step, status.steps_total = "abc", "running", 3, 20
+status.error = "The backend refused the render settings: steps must be within 1..150"
+
+
+class Ctx:
+    pass
+
+
+ctx = Ctx()
+ctx.scene, ctx.window_manager, ctx.preferences = scene, bpy.context.window_manager, bpy.context.preferences
+for cls in mod.panels.classes:
+    cls.draw(types.SimpleNamespace(layout=Layout()), ctx)
+
+
+class PrefsSelf:
+    """Stands in for the preferences object: its layout plus the real preference values."""
+
+    layout = Layout()
+
+    def __getattr__(self, name):
+        return getattr(mod.preferences.get(), name)
+
+
+mod.preferences.get().start_local = True  # draws the local-backend fields
+mod.preferences.NEURENDER_AP_preferences.draw(PrefsSelf(), ctx)
+mod.preferences.get().start_local = False
+mod.preferences.NEURENDER_AP_preferences.draw(PrefsSelf(), ctx)
+common.finish({"problems": problems, "calls": calls})
