@@ -305,3 +305,24 @@ def test_runner_failures_are_recorded_and_the_worker_goes_on(tmp_path, step_seco
     assert jobs[0]["error"] == "model /m/x.safetensors is not an SD 1.5 checkpoint"
     assert jobs[1]["error"] == "internal error: RuntimeError: boom"
     assert jobs[2]["error"] is None and jobs[2]["frames_done"] == [1]
+
+
+def test_busy_out_dir_and_full_queue_are_refused(tmp_path, step_seconds):
+    step_seconds(0.02)
+    passes = write_fake_pass_folder(tmp_path / "shot", frames=2)
+    config = make_config(tmp_path)
+    config.max_queued_jobs = 2
+    app = create_app(config, runner=run_fake_render)
+    out = str(tmp_path / "out")
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        first = client.post("/jobs", json={"pass_dir": str(passes), "out_dir": out, "settings": {"steps": 20}})
+        assert first.status_code == 201
+        again = client.post("/jobs", json={"pass_dir": str(passes), "out_dir": out, "settings": {"steps": 20}})
+        assert again.status_code == 409 and first.json()["id"] in again.json()["detail"]
+        assert client.post("/jobs", json={"pass_dir": str(passes), "settings": {"steps": 20}}).status_code == 201
+        full = client.post("/jobs", json={"pass_dir": str(passes), "settings": {"steps": 1}})
+        assert full.status_code == 429 and "queue is full" in full.json()["detail"]
+        client.delete(f"/jobs/{first.json()['id']}")
+        wait_for(client, first.json()["id"], ("cancelled",))
+        # the folder is free again once its job is final
+        assert client.post("/jobs", json={"pass_dir": str(passes), "out_dir": out, "settings": {"steps": 1}}).status_code == 201

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -180,6 +181,7 @@ class Service:
         self.store = JobStore(config.db_path)
         self.worker = Worker(self.store, runner, pipelines, progress_interval=config.progress_interval)
         self.device = detect_device() if config.device == "auto" else config.device
+        self._submit_lock = threading.Lock()
 
     def settings_from(self, data: Any) -> RenderSettings:
         settings = RenderSettings.from_dict(data)
@@ -201,15 +203,27 @@ class Service:
                 f"the render size {width}x{height} exceeds {MAX_RESOLUTION}; set width/height in the settings"
             )
         frames = _job_frames(manifest, settings, str(pass_dir))
-        if self.store.count_active() >= self.config.max_queued_jobs:
-            raise HTTPException(429, f"the queue is full ({self.config.max_queued_jobs} jobs); retry later")
         if out_dir.exists() and not out_dir.is_dir():
             raise PathRefused(f"out_dir {out_dir} exists and is not a folder")
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PathRefused(f"out_dir {out_dir} cannot be created: {exc.strerror}") from None
-        record = self.store.add(
+        with self._submit_lock:  # the checks and the insert are one step for concurrent clients
+            if self.store.count_active() >= self.config.max_queued_jobs:
+                raise HTTPException(429, f"the queue is full ({self.config.max_queued_jobs} jobs); retry later")
+            other = self.store.active_job_writing_to(str(out_dir))
+            if other is not None:
+                raise HTTPException(409, f"out_dir {out_dir} is in use by job {other}; cancel it or choose another")
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise PathRefused(f"out_dir {out_dir} cannot be created: {exc.strerror}") from None
+            record = self._add(job_id, pass_dir, out_dir, settings, frames, uploaded)
+        log.info("job %s: queued (%d frames from %s)", job_id, len(frames), pass_dir)
+        self.worker.notify()
+        return record
+
+    def _add(
+        self, job_id: str, pass_dir: Path, out_dir: Path, settings: RenderSettings, frames: list[int], uploaded: bool
+    ) -> JobRecord:
+        return self.store.add(
             job_id=job_id,
             settings=settings.to_dict(),
             pass_dir=str(pass_dir),
@@ -220,9 +234,6 @@ class Service:
             frames_done=[f for f in scan_frames_done(out_dir, frames[0], frames[-1]) if f in set(frames)],
             uploaded=uploaded,
         )
-        log.info("job %s: queued (%d frames from %s)", job_id, len(frames), pass_dir)
-        self.worker.notify()
-        return record
 
     def job_or_404(self, job_id: str) -> JobRecord:
         record = self.store.get(job_id) if len(job_id) <= MAX_ID_CHARS else None

@@ -282,6 +282,14 @@ class JobStore:
             ).fetchone()
         return int(row[0])
 
+    def active_job_writing_to(self, out_dir: str) -> Optional[str]:
+        """The id of a queued or running job whose output folder is ``out_dir``, if any."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM jobs WHERE out_dir = ? AND state IN (?, ?) LIMIT 1", (out_dir, JOB_QUEUED, JOB_RUNNING)
+            ).fetchone()
+        return row["id"] if row is not None else None
+
     def is_final(self, job_id: str) -> bool:
         record = self.get(job_id)
         return record is None or record.state in JOB_FINAL_STATES
