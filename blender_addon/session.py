@@ -125,16 +125,16 @@ def connect(on_done=None) -> None:
         _connected(None, exc, on_done)
         return
     st = state()
+    # bpy data is read here, on the main thread; the worker only gets plain values
     local = st.local if prefs.start_local else None
-    force = prefs.force_version
+    force, url, token = prefs.force_version, prefs.backend_url, prefs.token
 
     def work():
         if local is not None and not local.wait_ready(120.0):
             raise client.BackendError(
                 f"The local backend stopped while starting; see {local.log_path}: {local.log_tail(3)}",
                 client.UNREACHABLE)
-        c = client.Client(local.url if local else prefs.backend_url, prefs.token)
-        return c.check_version(force=force)
+        return client.Client(local.url if local else url, token).check_version(force=force)
 
     set_message("Connecting to the neurender backend...")
     st.worker.submit(work, lambda info, err: _connected(info, err, on_done))
@@ -189,9 +189,15 @@ def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = N
         status.frames_done, status.frames_total, status.step, status.steps_total, status.progress = 0, 0, 0, 0, 0.0
     blocking = st.worker.blocking if wait is None else wait
 
-    def work():
+    try:
         c = make_client(prefs)
-        c.check_version(force=prefs.force_version)
+    except client.BackendError as exc:
+        _job_update(None, exc)
+        return
+    force = prefs.force_version
+
+    def work():
+        c.check_version(force=force)
         return c, c.submit(folder, settings.to_dict(), out_dir)
 
     def submitted(result, err):
@@ -294,10 +300,14 @@ def cancel_job() -> bool:
     job_id = status.job_id if status is not None else ""
     if not job_id or (status.job_state in contract.JOB_FINAL_STATES):
         return False
-    prefs = preferences.get()
+    try:
+        c = make_client()
+    except client.BackendError as exc:
+        _job_update(None, exc)
+        return False
 
     def work():
-        return make_client(prefs).cancel(job_id)
+        return c.cancel(job_id)
 
     set_message("Cancelling...")
     state().worker.submit(work, lambda job, err: _job_update(job, err) if err is not None else None)

@@ -1,6 +1,5 @@
 """The add-on's HTTP client and worker against the stub backend (no bpy): errors translated once."""
 
-import os
 import socket
 import threading
 
