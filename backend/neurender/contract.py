@@ -51,6 +51,7 @@ SCHEDULERS = ("ddim", "euler_a", "dpmpp_2m")
 CONSISTENCY_MODES = ("off", "first", "first+prev", "window", "keyframes")
 CONTROL_KINDS = ("depth", "normal", "edges")
 DTYPES = ("float32", "float16", "bfloat16")
+DEFLICKER_SPACES = ("pixel", "latent")
 DEVICES = ("cpu", "cuda", "mps")
 
 
@@ -312,6 +313,8 @@ class RenderSettings:
     deflicker_method: str = "auto"
     deflicker_window: int = 3
     post_deflicker: bool = False
+    deflicker_space: str = "pixel"
+    """In-iteration deflicker on decoded images (``pixel``, DiffSynth) or directly on the latents (``latent``, cheaper)."""
     frames: str = ""
     """Optional ``A-B`` subset of the shot's frames."""
     device: str = "cpu"
@@ -358,6 +361,8 @@ class RenderSettings:
             raise ContractError("deflicker method must be auto, exact or patchmatch")
         if not (1 <= self.deflicker_window <= 32):
             raise ContractError("deflicker window must be within 1..32")
+        if self.deflicker_space not in DEFLICKER_SPACES:
+            raise ContractError(f"deflicker space {self.deflicker_space!r} is not one of {', '.join(DEFLICKER_SPACES)}")
         if self.frames:
             parse_frame_range(self.frames)
         if self.device not in DEVICES:

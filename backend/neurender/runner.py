@@ -163,6 +163,10 @@ def run_render(
 
     state_path = out_dir / STATE_DIR / "state.pt"
     units = settings.controlnets
+    # deflicker (issue #5): in-iteration hooks from settings.deflicker_steps, with the pass folder's exact motion
+    from neurender.deflicker.render_glue import post_deflicker, step_hooks
+
+    hooks = step_hooks(settings, folder, frames, width, height, pipe.vae_scale_factor)
     sampler = LockstepSampler(
         pipe=pipe,
         options=SamplerOptions(
@@ -186,6 +190,7 @@ def run_render(
         prompt=settings.prompt,
         negative_prompt=settings.negative_prompt,
         reference_image=reference,
+        hooks=hooks,
         on_step=lambda s, n: reporter.update(step=s, phase="denoise", message=f"step {s}/{n}"),
         should_stop=cancel.raise_if_cancelled,
         checkpoint_path=state_path,
@@ -195,13 +200,18 @@ def run_render(
     latents = sampler.run()
 
     reporter.update(phase="decode", message="decoding frames", frames_done=len(done))
+    decoded = None
+    if settings.post_deflicker:  # deflicker post pass (issue #5): decode every frame first, then blend along the motion
+        decoded = sampler.decode(latents)
+        reporter.update(phase="deflicker", message="deflickering frames")
+        decoded = post_deflicker(decoded, settings, folder, frames)
     written = []
     for s in range(0, len(frames), settings.batch_size):
         cancel.raise_if_cancelled()
         chunk = list(range(s, min(s + settings.batch_size, len(frames))))
         if not any(frames[p] in todo for p in chunk):
             continue
-        images = sampler.decode(latents[chunk])
+        images = decoded[chunk] if decoded is not None else sampler.decode(latents[chunk])
         for p, image in zip(chunk, images):
             if frames[p] in todo:
                 write_png_atomic(frame_path(out_dir, frames[p]), image)

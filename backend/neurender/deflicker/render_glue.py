@@ -1,0 +1,51 @@
+"""What the job runner needs from the deflicker engine, built from ``RenderSettings`` (one call each).
+
+* ``step_hooks`` -> the in-iteration ``DeflickerHook`` for ``settings.deflicker_steps`` (empty list when none), with
+  the pass folder's exact motion resized to the render size (``pixel``) or the latent size (``latent``);
+* ``post_deflicker`` -> the post pass over all decoded frames when ``settings.post_deflicker``.
+
+The guides for a PatchMatch fallback are the Combined pass of the pass folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Optional, Sequence
+
+import numpy as np
+
+from neurender.deflicker.hook import DeflickerHook
+from neurender.deflicker.motion import MotionSource
+from neurender.deflicker.sequence import Deflicker, DeflickerOptions, deflicker_frames
+
+log = logging.getLogger(__name__)
+
+
+def _options(settings) -> DeflickerOptions:
+    return DeflickerOptions(window=settings.deflicker_window, method=settings.deflicker_method)
+
+
+def step_hooks(settings, folder, frames: Sequence[int], width: int, height: int, vae_scale_factor: int = 8,
+               source: Optional[MotionSource] = None) -> list:
+    if not settings.deflicker_steps:
+        return []
+    space = getattr(settings, "deflicker_space", "pixel")
+    if space == "latent":
+        h, w = height // vae_scale_factor, width // vae_scale_factor
+    else:
+        h, w = height, width
+    src = source if source is not None else MotionSource.from_folder(folder, frames=list(frames), height=h, width=w)
+    if (src.height, src.width) != (h, w):
+        src.height, src.width = h, w
+    log.info("in-iteration deflicker (%s space, %s motion, window %d) at steps %s", space,
+             src.resolve(settings.deflicker_method), settings.deflicker_window, sorted(settings.deflicker_steps))
+    return [DeflickerHook(Deflicker(src, _options(settings)), settings.deflicker_steps, space=space)]
+
+
+def post_deflicker(images: np.ndarray, settings, folder, frames: Sequence[int]) -> np.ndarray:
+    """(n, H, W, 3) decoded frames in 0..1 -> deflickered frames (the post pass)."""
+    h, w = images.shape[1:3]
+    source = MotionSource.from_folder(folder, frames=list(frames), height=h, width=w)
+    log.info("post deflicker of %d frames (%s motion, window %d)", len(frames),
+             source.resolve(settings.deflicker_method), settings.deflicker_window)
+    return deflicker_frames(images, source, _options(settings))
