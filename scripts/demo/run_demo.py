@@ -117,6 +117,10 @@ def main(argv=None) -> int:
     print("DEMO_RESULT " + json.dumps(result), flush=True)
     ok = result.get("state") == "done" and result.get("strip") is not None
     print(("demo finished: " if ok else "demo FAILED: ") + (result.get("out_dir") or result.get("error") or ""))
+    if not args.model:
+        print("\n" + "!" * 78 + "\n!! NO --model GIVEN: these frames come from a tiny RANDOM-WEIGHT model. They are NOISE, not a\n"
+              "!! rendering. Run again with --model <SD 1.5 checkpoint> --controlnet <depth ControlNet> for real frames.\n"
+              + "!" * 78, flush=True)
     return 0 if ok else 1
 
 
