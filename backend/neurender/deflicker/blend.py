@@ -10,9 +10,10 @@ falls back to itself. This is the exact-motion counterpart of FastBlend's "balan
 arXiv 2308.03463, Sec. 3.3: the deflicker averages each frame with its neighbours remapped by PatchMatch); with
 exact motion the remapping is a flow warp instead of a nearest-neighbour field.
 
-Everything the motion decides (sampling grids and weights) is computed once by ``plan_blend``; ``blend`` is then one
-batched ``grid_sample`` per chunk of frame pairs plus an ``index_add``, fast enough to run at several denoising
-steps. Memory of a plan: about 12 bytes x H x W per frame pair (2 x window pairs per frame).
+Everything the motion decides (sampling grids and weights, already normalised) is computed once by ``plan_blend``;
+``blend`` is then, per neighbour offset, one batched ``grid_sample`` over a contiguous slice of the sequence plus an
+in-place ``addcmul``, fast enough to run at several denoising steps. Memory of a plan: 12 bytes x H x W per frame
+pair (2 x window pairs per frame).
 """
 
 from __future__ import annotations
@@ -38,24 +39,52 @@ def temporal_weight(distance: int, window: int) -> float:
 
 
 @dataclass
+class OffsetGroup:
+    """All pairs (i, i + offset) for i in ``targets_start .. targets_start + len - 1``: contiguous slices of the
+    sequence, so blending needs no gathering. ``weights`` are already divided by each target's total weight."""
+
+    offset: int
+    targets_start: int
+    grids: torch.Tensor
+    weights: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.grids.shape[0])
+
+
+@dataclass
 class BlendPlan:
-    """Frame pairs (target i, source j), their ``grid_sample`` grids (P, H, W, 2) and weights (P, 1, H, W)."""
+    """Per neighbour offset, the ``grid_sample`` grids (P, H, W, 2) and normalised weights (P, 1, H, W) of every frame
+    pair, plus the normalised weight of each frame itself (n, 1, H, W)."""
 
     count: int
     height: int
     width: int
-    targets: torch.Tensor
-    sources: torch.Tensor
-    grids: torch.Tensor
-    weights: torch.Tensor
+    groups: list[OffsetGroup]
+    self_weights: torch.Tensor
 
     @property
     def pairs(self) -> int:
-        return int(self.targets.numel())
+        return sum(len(g) for g in self.groups)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return torch.cat([torch.arange(g.targets_start, g.targets_start + len(g)) for g in self.groups]) \
+            if self.groups else torch.zeros(0, dtype=torch.long)
+
+    @property
+    def sources(self) -> torch.Tensor:
+        return self.targets + torch.cat([torch.full((len(g),), g.offset) for g in self.groups]) \
+            if self.groups else torch.zeros(0, dtype=torch.long)
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return torch.cat([g.weights for g in self.groups]) if self.groups else torch.zeros(0, 1, self.height, self.width)
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "BlendPlan":
-        return BlendPlan(self.count, self.height, self.width, self.targets.to(device), self.sources.to(device),
-                         self.grids.to(device, dtype), self.weights.to(device, dtype))
+        groups = [OffsetGroup(g.offset, g.targets_start, g.grids.to(device, dtype), g.weights.to(device, dtype))
+                  for g in self.groups]
+        return BlendPlan(self.count, self.height, self.width, groups, self.self_weights.to(device, dtype))
 
 
 def plan_blend(source: MotionSource, window: int = DEFAULT_WINDOW, method: str = "auto") -> BlendPlan:
@@ -63,40 +92,38 @@ def plan_blend(source: MotionSource, window: int = DEFAULT_WINDOW, method: str =
     if window < 0:
         raise ValueError("window must be >= 0")
     n, h, w = source.count, source.height, source.width
-    targets, sources, grids, weights = [], [], [], []
-    for i in range(n):
-        for j in range(max(0, i - window), min(n, i + window + 1)):
-            if j == i:
-                continue
-            c = source.correspondence(i, j, method)
-            tw = temporal_weight(j - i, window)
-            if tw <= 0 or float(c.valid.max()) <= 0:
-                continue
-            targets.append(i)
-            sources.append(j)
+    total = torch.ones(n, 1, h, w)
+    raw: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
+    for offset in [d for k in range(1, window + 1) for d in (-k, k)]:
+        lo, hi = max(0, -offset), min(n, n - offset)
+        if hi <= lo:
+            continue
+        tw = temporal_weight(offset, window)
+        grids, weights = [], []
+        for i in range(lo, hi):
+            c = source.correspondence(i, i + offset, method)
             grids.append(sample_grid(c.flow[None])[0])
             weights.append((c.valid * tw)[None])
-    if not targets:
-        return BlendPlan(n, h, w, torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                         torch.zeros(0, h, w, 2), torch.zeros(0, 1, h, w))
-    return BlendPlan(n, h, w, torch.tensor(targets), torch.tensor(sources), torch.stack(grids), torch.stack(weights))
+        wt = torch.stack(weights)
+        total[lo:hi] += wt
+        raw.append((offset, lo, torch.stack(grids), wt))
+    groups = [OffsetGroup(offset, lo, grids, wt / total[lo : lo + len(wt)]) for offset, lo, grids, wt in raw]
+    return BlendPlan(n, h, w, groups, 1.0 / total)
 
 
-def blend(images: torch.Tensor, plan: BlendPlan, *, pairs_per_chunk: int = PAIRS_PER_CHUNK) -> torch.Tensor:
+def blend(images: torch.Tensor, plan: BlendPlan) -> torch.Tensor:
     """Blend (n, C, H, W) ``images`` (any value range) along ``plan``; returns a new tensor of the same shape."""
     n, c, h, w = images.shape
     if (n, h, w) != (plan.count, plan.height, plan.width):
         raise ValueError(f"images {n}x{h}x{w} do not match the blend plan {plan.count}x{plan.height}x{plan.width}")
-    if plan.pairs == 0:
-        return images.clone()
-    plan = plan.to(images.device, images.dtype) if plan.grids.device != images.device or plan.grids.dtype != images.dtype else plan
-    acc = images.clone()
-    total = torch.ones(n, 1, h, w, device=images.device, dtype=images.dtype)
-    for s in range(0, plan.pairs, pairs_per_chunk):
-        sl = slice(s, s + pairs_per_chunk)
-        warped = F.grid_sample(images[plan.sources[sl]], plan.grids[sl], mode="bilinear", padding_mode="border",
-                               align_corners=False)
-        wts = plan.weights[sl]
-        acc.index_add_(0, plan.targets[sl], warped * wts)
-        total.index_add_(0, plan.targets[sl], wts)
-    return acc / total
+    if plan.self_weights.device != images.device or plan.self_weights.dtype != images.dtype:
+        plan = plan.to(images.device, images.dtype)
+    out = images * plan.self_weights
+    for g in plan.groups:
+        lo = g.targets_start
+        for s in range(0, len(g), PAIRS_PER_CHUNK):
+            e = min(s + PAIRS_PER_CHUNK, len(g))
+            src = images[lo + s + g.offset : lo + e + g.offset]
+            warped = F.grid_sample(src, g.grids[s:e], mode="bilinear", padding_mode="border", align_corners=False)
+            out[lo + s : lo + e].addcmul_(warped, g.weights[s:e])
+    return out
