@@ -219,3 +219,22 @@ def test_reprojection_refuses_moving_objects_and_auto_falls_back_to_patchmatch(s
     ms.correspondence(0, 1, "patchmatch")
     assert calls[0][1] is not None and torch.allclose(calls[0][1][torch.from_numpy(scene.square_mask(1))],
                                                       torch.tensor(scene.motion))
+
+
+def test_sky_turns_with_the_camera_although_its_vector_pass_is_zero():
+    passes = _moving_camera_passes()
+    x, y = _grid(H, W)
+    sky = y < 12  # make the top rows empty sky: no geometry, depth +inf, vector 0, object index 0
+    for p in passes:
+        p.depth = np.where(sky, np.inf, p.depth).astype(np.float32)
+        p.vector = np.where(sky[..., None], 0.0, p.vector).astype(np.float32)
+        p.object_index = np.where(sky, 0, p.object_index).astype(np.int32)
+    ms = MotionSource(passes)
+    c = ms.correspondence(1, 2)
+    c2w = _camera_to_world(1)
+    d = np.stack([(x - W / 2) / W, -(y - H / 2) / W, -np.ones_like(x)], -1) @ c2w[:3, :3].T
+    truth = _project(c2w[:3, 3] + 1e7 * d, 2) - np.stack([x, y], -1)  # directions at infinity
+    m = torch.from_numpy(sky) & c.mask
+    assert m.sum() > 0.8 * sky.sum() - 3 * W  # the sky stays valid except where it leaves the frame
+    assert (c.flow - torch.from_numpy(truth).float()).norm(dim=-1)[m].max() < 0.01
+    assert truth[sky].__abs__().max() > 1.0  # the camera really turns

@@ -142,10 +142,22 @@ class MotionSource:
             forward = b > a
             flow = fa.to_next if forward else fa.to_previous
             back = fb.to_previous if forward else fb.to_next
+            if fa.camera is not None and fb.camera is not None and fa.depth is not None and fb.depth is not None:
+                # the Vector pass is zero where no geometry was hit; the sky still turns with the camera
+                flow = self._with_sky_motion(fa.depth, flow, fa.camera, fb.camera)
+                back = self._with_sky_motion(fb.depth, back, fb.camera, fa.camera)
             valid = visibility(flow, depth_i=fa.depth, depth_j=fb.depth, flow_ji=back, index_i=fa.index,
                                index_j=fb.index)
             self._adjacent[key] = Correspondence(flow, valid)
         return self._adjacent[key]
+
+    @staticmethod
+    def _with_sky_motion(depth: torch.Tensor, flow: torch.Tensor, cam_a: FrameCamera, cam_b: FrameCamera) -> torch.Tensor:
+        sky = ~torch.isfinite(depth)
+        if not bool(sky.any()):
+            return flow
+        rotation, _ = reproject(depth, cam_a, cam_b)
+        return torch.where(sky[..., None], rotation, flow)
 
     def static_mask(self, a: int) -> torch.Tensor:
         """(H, W) bool at the pass resolution: points of frame a that do not move in the world (Vector pass motion
@@ -160,7 +172,7 @@ class MotionSource:
                 if 0 <= b < self.count and self._frames[b].camera is not None and self._adjacent_numbers(a, b):
                     camera_flow, _ = reproject(fa.depth, fa.camera, self._frames[b].camera)
                     error = (camera_flow - flow).norm(dim=-1)
-                    static &= error <= FB_TOLERANCE_PX + FB_TOLERANCE_REL * flow.norm(dim=-1)
+                    static &= (error <= FB_TOLERANCE_PX + FB_TOLERANCE_REL * flow.norm(dim=-1)) | ~torch.isfinite(fa.depth)
                     break
         self._static[a] = static
         return static

@@ -17,6 +17,10 @@ import torch
 from neurender.contract import FrameCamera
 
 
+_FAR = 1e9
+"""Distance at which background pixels are placed: far enough that camera translation no longer moves them."""
+
+
 def _matrix(camera: FrameCamera) -> np.ndarray:
     return np.asarray(camera.world_to_camera, dtype=np.float64).reshape(4, 4)
 
@@ -24,12 +28,13 @@ def _matrix(camera: FrameCamera) -> np.ndarray:
 def reproject(depth_i: torch.Tensor, camera_i: FrameCamera, camera_j: FrameCamera) -> tuple[torch.Tensor, torch.Tensor]:
     """Flow (H, W, 2) from frame i to frame j and the expected depth (H, W) in frame j.
 
-    Background (non-finite depth) and points behind camera j get a zero flow and an expected depth of ``+inf``.
+    Background (non-finite depth) is reprojected as points at infinity (only the rotation moves them) with an expected
+    depth of ``+inf``; points behind camera j get a zero flow and an expected depth of ``+inf``.
     """
     h, w = depth_i.shape
     z = depth_i.to(torch.float64)
     finite = torch.isfinite(z)
-    z = torch.where(finite, z, torch.ones_like(z))
+    z = torch.where(finite, z, torch.full_like(z, _FAR))
     v, u = torch.meshgrid(torch.arange(h, dtype=torch.float64) + 0.5, torch.arange(w, dtype=torch.float64) + 0.5,
                           indexing="ij")
     ci, cj = camera_i, camera_j
@@ -37,11 +42,11 @@ def reproject(depth_i: torch.Tensor, camera_i: FrameCamera, camera_j: FrameCamer
     relative = torch.from_numpy(_matrix(cj) @ np.linalg.inv(_matrix(ci)))
     cam_j = cam @ relative.T
     zj = -cam_j[..., 2]
-    in_front = finite & (zj > 1e-9)
+    in_front = zj > 1e-9
     zs = torch.where(in_front, zj, torch.ones_like(zj))
     uj = cj.fx * cam_j[..., 0] / zs + cj.cx
     vj = -cj.fy * cam_j[..., 1] / zs + cj.cy
     flow = torch.stack([uj - u, vj - v], dim=-1)
     flow = torch.where(in_front[..., None], flow, torch.zeros_like(flow))
-    expected = torch.where(in_front, zj, torch.full_like(zj, float("inf")))
+    expected = torch.where(in_front & finite, zj, torch.full_like(zj, float("inf")))
     return flow.float(), expected.float()
