@@ -168,6 +168,10 @@ class ProgressPrinter:
 def cmd_render(args: argparse.Namespace) -> int:
     from neurender.runner import CancelToken, JobSpec, run_render
 
+    if any(getattr(args, name, None) is not None for name in ("overlap", "anchors", "look")):  # farm chunk (issue #7)
+        from neurender.farm.cli_farm import cmd_render_chunk
+
+        return cmd_render_chunk(args)
     settings = settings_from_args(args)
     cancel = CancelToken()
     previous = signal.getsignal(signal.SIGINT)
@@ -234,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--save-controls", dest="save_controls", type=Path, help="also write the control images used")
     render.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
     add_settings_arguments(render)
+    render.add_argument("--overlap", type=int, metavar="N", help="also render N frames on each side of --frames and "
+                        "blend them with the neighbouring chunks (render farm)")
+    render.add_argument("--anchors", type=Path, metavar="DIR", help="shared anchors from `neurender anchors`")
+    render.add_argument("--look", type=Path, metavar="FILE", help="a look from `neurender look save`")
     render.set_defaults(func=cmd_render)
 
     doctor = sub.add_parser("doctor", help="report torch/CUDA and check model paths")
@@ -250,7 +258,8 @@ def _optional_commands():
     """Sub-commands that live next to their subsystem, each exposing ``register(subparsers)``."""
     import importlib
 
-    names = ["neurender.server.cli_serve", "neurender.deflicker.cli_deflicker", "neurender.metrics.cli_metrics"]
+    names = ["neurender.server.cli_serve", "neurender.deflicker.cli_deflicker", "neurender.metrics.cli_metrics",
+             "neurender.farm.cli_farm"]
     modules = []
     for name in names:
         try:

@@ -55,6 +55,8 @@ class JobSpec:
     out_dir: Path
     settings: RenderSettings
     save_controls: Optional[Path] = None
+    anchors: Optional[Path] = None
+    """Folder of precomputed anchors (``neurender anchors``, see ``neurender.farm.anchors``) shared by every chunk."""
 
 
 @dataclass
@@ -64,6 +66,7 @@ class RenderResult:
     frames_skipped: list[int] = field(default_factory=list)
     random_model: bool = False
     resumed_from_step: int = 0
+    anchors_digest: str = ""
 
 
 def render_size(settings: RenderSettings, pass_width: int, pass_height: int) -> tuple[int, int]:
@@ -122,13 +125,18 @@ def run_render(
     folder = PassFolder.open(spec.pass_dir, frames=frame_range)
     frames = list(folder.frames)
     width, height = render_size(settings, folder.width, folder.height)
+    anchor_set = None
+    if spec.anchors is not None:  # render farm (issue #7): checked up front, before any model is loaded
+        from neurender.farm.anchors import load_anchors
+
+        anchor_set = load_anchors(spec.anchors, settings)
     out_dir = Path(spec.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)
     done = [] if settings.overwrite else finished_frames(out_dir, frames)
     todo = [f for f in frames if f not in done]
     reporter = _Reporter(progress, len(frames), settings.steps)
-    result = RenderResult(out_dir=out_dir, frames_skipped=done)
+    result = RenderResult(out_dir=out_dir, frames_skipped=done, anchors_digest=anchor_set.digest if anchor_set else "")
     if not todo:
         log.info("all %d frames already exist in %s; nothing to do (use --overwrite to render again)", len(frames), out_dir)
         reporter.update(frames_done=len(frames), step=settings.steps, phase="done")
@@ -190,11 +198,13 @@ def run_render(
         prompt=settings.prompt,
         negative_prompt=settings.negative_prompt,
         reference_image=reference,
+        anchors=anchor_set.data if anchor_set is not None else None,
         hooks=hooks,
         on_step=lambda s, n: reporter.update(step=s, phase="denoise", message=f"step {s}/{n}"),
         should_stop=cancel.raise_if_cancelled,
         checkpoint_path=state_path,
-        fingerprint=fingerprint(settings, folder.manifest.to_json(), frames, (width, height)),
+        fingerprint=fingerprint(settings, folder.manifest.to_json(), frames, (width, height))
+        + (anchor_set.digest if anchor_set is not None else ""),
     )
     reporter.update(phase="denoise", message="denoising")
     latents = sampler.run()

@@ -51,6 +51,9 @@ class CrossFrameState:
     step: int = -1
     batch: Optional[FrameBatch] = None
     use_reference: bool = False
+    first_from_anchors: bool = False
+    """Precomputed anchor frames (``neurender.farm.anchors``, passed as reference batches) replace each group's own
+    first frame, so separately rendered chunks of a shot all attend to the same anchors."""
     processors: list["CrossFrameAttnProcessor"] = field(default_factory=list)
 
 
@@ -147,8 +150,12 @@ class CrossFrameAttnProcessor:
         k = key.view(cfg, n, t, c)
         v = value.view(cfg, n, t, c)
         if batch.is_reference:
-            # The reference image's own pass: plain self-attention, remembered as an anchor for the frames.
-            self._ref = (k[:, 0], v[:, 0])
+            # A reference pass (reference image or precomputed anchors): plain self-attention, remembered as anchors
+            # for the frames; several reference passes in one step add up.
+            rk, rv = k.reshape(cfg, n * t, c), v.reshape(cfg, n * t, c)
+            if self._ref is not None:
+                rk, rv = torch.cat([self._ref[0], rk], dim=1), torch.cat([self._ref[1], rv], dim=1)
+            self._ref = (rk, rv)
             return q.reshape(cfg * n, 1, t, -1), k.reshape(cfg * n, 1, t, c), v.reshape(cfg * n, 1, t, c)
         positions = batch.positions
         if 0 in positions:
@@ -160,11 +167,15 @@ class CrossFrameAttnProcessor:
             ks, vs = self._with_reference(ks, vs, cfg)
             q_joint = q.reshape(cfg, 1, n * t, -1)
             return q_joint, torch.cat(ks, dim=2), torch.cat(vs, dim=2)
-        if self._first is None:
-            raise RuntimeError("cross-frame attention: the first frame was not evaluated before later frames")
-        first_k, first_v = self._first
-        ks = [first_k[:, None].expand(cfg, n, t, c)]
-        vs = [first_v[:, None].expand(cfg, n, t, c)]
+        if state.first_from_anchors:
+            # The anchors (appended below) take the first frame's place; "first" keeps the frame itself.
+            ks, vs = ([], []) if state.mode == "first+prev" else ([k], [v])
+        else:
+            if self._first is None:
+                raise RuntimeError("cross-frame attention: the first frame was not evaluated before later frames")
+            first_k, first_v = self._first
+            ks = [first_k[:, None].expand(cfg, n, t, c)]
+            vs = [first_v[:, None].expand(cfg, n, t, c)]
         if state.mode == "first+prev":
             prev_k, prev_v = [], []
             for j, pos in enumerate(positions):

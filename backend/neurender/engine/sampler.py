@@ -77,6 +77,19 @@ StepCallback = Callable[[int, int], None]
 """(steps done, steps total) after every step."""
 
 
+@dataclass
+class AnchorFrames:
+    """Precomputed anchor frames (``neurender.farm.anchors``): extra cross-frame anchors shared by every chunk.
+
+    ``latents[i]`` are the anchors' latents x_t at the input of step ``i`` (steps, K, C, h, w), recorded once by the
+    anchors run; at each step the sampler evaluates them (with their own ``controls``, one (K, 3, H, W) tensor per
+    ControlNet unit) in a reference pass, and the frames attend to them instead of their own first frame.
+    """
+
+    latents: torch.Tensor
+    controls: Optional[list[torch.Tensor]] = None
+
+
 def window_groups(frames: int, size: int, stride: int) -> list[list[int]]:
     """Overlapping windows covering 0..frames-1; the last window is aligned to the end."""
     if frames <= size:
@@ -109,6 +122,7 @@ class LockstepSampler:
     prompt: str = ""
     negative_prompt: str = ""
     reference_image: Optional[object] = None  # PIL image: an extra cross-frame anchor
+    anchors: Optional[AnchorFrames] = None  # precomputed anchor frames shared by the chunks of a shot
     hooks: Sequence[StepHook] = ()
     on_step: Optional[StepCallback] = None
     should_stop: Optional[Callable[[], None]] = None  # raises to stop (e.g. CancelToken.raise_if_cancelled)
@@ -153,7 +167,14 @@ class LockstepSampler:
                     restore_generators(self._generators, saved["generators"])
                     log.info("resuming from step %d/%d", start, len(timesteps))
             self._ref_latents = self._encode_reference()
-            state = CrossFrameState(mode=opt.consistency, use_reference=self._ref_latents is not None)
+            if self.anchors is not None and self.anchors.latents.shape[0] != len(timesteps):
+                raise ValueError(f"anchors hold {self.anchors.latents.shape[0]} steps, the render has {len(timesteps)}")
+            use_anchors = self.anchors is not None and opt.consistency != "off"
+            state = CrossFrameState(
+                mode=opt.consistency,
+                use_reference=self._ref_latents is not None or use_anchors,
+                first_from_anchors=use_anchors,
+            )
             models = [pipe.unet] + self._controlnet_models()
             with cross_frame_attention(models if opt.consistency != "off" else [], state):
                 self._state = state
@@ -198,6 +219,11 @@ class LockstepSampler:
             self._check_stop()
             x_ref = self.scheduler.add_noise(self._ref_latents, self._noise0, t.reshape(1))
             self._evaluate([0], x_ref, t, i, n_steps, reference=True)
+        if self._state.first_from_anchors:
+            self._check_stop()
+            x_anchor = self.anchors.latents[i].to(self.device, latents.dtype)
+            positions = list(range(x_anchor.shape[0]))
+            self._evaluate(positions, x_anchor, t, i, n_steps, reference=True, control_images=self.anchors.controls)
         out = torch.zeros_like(latents)
         weight_sum = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
         for positions, weights in self._groups():
@@ -214,8 +240,11 @@ class LockstepSampler:
             return out
         return out / weight_sum[:, None, None, None]
 
-    def _evaluate(self, positions, x, t, i, n_steps, reference: bool = False) -> torch.Tensor:
-        """One model call for a group of frames: the body of the stock pipeline's loop."""
+    def _evaluate(self, positions, x, t, i, n_steps, reference: bool = False, control_images=None) -> torch.Tensor:
+        """One model call for a group of frames: the body of the stock pipeline's loop.
+
+        A reference pass skips the ControlNets unless it brings its own ``control_images`` (precomputed anchors).
+        """
         pipe, opt = self.pipe, self.options
         n = len(positions)
         cfg = 2 if self.do_cfg else 1
@@ -226,10 +255,11 @@ class LockstepSampler:
         latent_model_input = torch.cat([x] * 2) if self.do_cfg else x
         latent_model_input = self.scheduler.scale_model_input(latent_model_input, t)
         down, mid = None, None
-        if self.controlnet is not None and not reference:
+        if self.controlnet is not None and (not reference or control_images is not None):
             scales = self._control_scales(i, n_steps)
             if any(s != 0 for s in scales):
-                images = [img.to(self.device, self.controlnet.dtype) for img in self.controls(positions)]
+                source = control_images if control_images is not None else self.controls(positions)
+                images = [img.to(self.device, self.controlnet.dtype) for img in source]
                 if self.do_cfg:
                     images = [torch.cat([img] * 2) for img in images]
                 multi = hasattr(self.controlnet, "nets")
