@@ -41,8 +41,8 @@ def test_recovers_known_shift(dx, dy):
     assert median < (0.25 if float(dx).is_integer() else 0.5), median
     assert valid > 0.7
     # the columns that leave the image have no true match: mostly invalid, unlike the interior
-    strip = c.valid[:, S - int(np.ceil(dx)):].mean()
-    assert strip < 0.35 and c.valid[10:-10, 10:-10].mean() > 0.9
+    strip = c.valid[:, S - int(dx):].mean()  # columns whose match lies over 1 px outside
+    assert strip < 0.15 and c.valid[10:-10, 10:-10].mean() > 0.9
 
 
 def test_motion_prior_with_small_radius_absorbs_the_residual():

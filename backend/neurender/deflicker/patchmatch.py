@@ -9,11 +9,12 @@ Vectorised for PyTorch (one code path for CPU and CUDA): every pixel evaluates i
 * Propagation: the four neighbours' offsets as candidates, evaluated as shifted copies of the whole field
   (jump-flooding style, Rong & Tan 2006: the jump shrinks 8, 4, 2, 1 over the rounds, so one round still carries good
   offsets across regions the way the sequential scan order does in the original).
-* Random search: three candidates ``offset + U{-r..r}`` with r = 4, 2, 1 px, drawn once per patch-sized tile (on a
-  random grid phase) so each candidate field is locally constant, which the box-filtered cost below needs.
-* Patch cost: the per-pixel squared difference under the candidate field, box-filtered over the patch (separable
-  average pools). This is the exact patch SSD wherever the candidate field is constant over the patch and a coherent
-  approximation at motion boundaries -- the price of costing a candidate in O(1) per pixel instead of O(patch^2).
+* Random search: three candidates ``offset + U{-r..r}`` per pixel with r = 4, 2, 1 px.
+* Patch cost: a k x k patch is summarised by a 3 x 3 grid of sub-block means (box filters by running sums, built
+  once per level and patch size), so one candidate costs one gather of a 9C-vector per pixel and is exact for any
+  per-pixel offset field. It is the SSD of the box-prefiltered patch on that grid rather than of every pixel: the
+  price of O(1) work per candidate instead of O(k^2). (A box filter over per-pixel costs would be cheaper still, but
+  is only right where the candidate field is constant over the patch; random-search candidates never are.)
 * ``init_flow`` (e.g. exact motion from the vector pass): the target is pre-warped by it and only an integer residual
   within ``radius`` px is searched, so PatchMatch absorbs shading changes instead of re-discovering motion.
 * Sub-pixel: a parabola through the costs at the winner and its 4 neighbours (per axis).
@@ -119,18 +120,16 @@ def _inside(flow: torch.Tensor) -> torch.Tensor:
 
 
 def _box_sum_last(x: torch.Tensor, k: int) -> torch.Tensor:
-    r = k // 2
-    c = F.pad(x, (r + 1, r)).cumsum(-1)
+    """``out[i] = sum x[i - k//2 .. i - k//2 + k - 1]`` along the last axis (zeros outside), any k, by running sums."""
+    a = k // 2
+    c = F.pad(x, (a + 1, k - 1 - a)).cumsum(-1)
     return c[..., k:] - c[..., :-k]
 
 
-def _box(cost: torch.Tensor, k: int) -> torch.Tensor:
-    """Sum over k x k windows of (..., H, W) costs: running sums along each axis, zero outside the image.
-
-    Every candidate of a pixel sees the same window, so sums (not means) rank candidates the same way.
-    """
-    x = _box_sum_last(cost, k)
-    return _box_sum_last(x.transpose(-1, -2).contiguous(), k).transpose(-1, -2)
+def _box(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Sum over k x k windows of (..., H, W) maps (zeros outside the image), separable running sums."""
+    y = _box_sum_last(x, k)
+    return _box_sum_last(y.transpose(-1, -2).contiguous(), k).transpose(-1, -2)
 
 
 def _shift(field: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -195,7 +194,12 @@ def _descriptors(feat: torch.Tensor, k: int) -> torch.Tensor:
     """(C, H, W) features -> (H, W, 9 C) grid-of-sub-block-means descriptors of k x k patches (see _CostVolume)."""
     c, h, w = feat.shape
     s = max(1, int(round(k / 3)))
-    means = _box(feat, s) / float(s * s) if s > 1 else feat
+    if s > 1:  # sub-block means, the image border replicated (not zero) so edge descriptors keep their level
+        a = s // 2
+        padded = F.pad(feat[None], (a, s - 1 - a, a, s - 1 - a), mode="replicate")[0]
+        means = _box(padded, s)[:, a: a + h, a: a + w] / float(s * s)
+    else:
+        means = feat
     pad = F.pad(means[None], (s, s, s, s), mode="replicate")[0].permute(1, 2, 0)  # (H + 2s, W + 2s, C) view
     taps = [pad[s + dy: s + dy + h, s + dx: s + dx + w] for dy in (-s, 0, s) for dx in (-s, 0, s)]
     return torch.cat(taps, dim=-1)
@@ -299,7 +303,8 @@ def _nnf(
             field = torch.zeros(2, lh, lw, dtype=FIELD_DTYPE, device=src.device)
         else:
             up = F.interpolate(field[None].float(), size=(lh, lw), mode="nearest")[0]
-            field = (up * torch.tensor([lw / pw, lh / ph]).view(2, 1, 1)).round().to(FIELD_DTYPE)
+            scale_up = torch.tensor([lw / pw, lh / ph], device=up.device).view(2, 1, 1)
+            field = (up * scale_up).round().to(FIELD_DTYPE)
         ph, pw = lh, lw
         level_radius = None if radius is None else max(1, int(math.ceil(radius / scale)))
         field, vol = _search_level(s, t, t_ok, field, sizes=sizes, radius=level_radius, generator=generator)
