@@ -305,6 +305,15 @@ class RenderSettings:
     window_size: int = 8
     window_stride: int = 4
     reference_image: str = ""
+    keyframe_block: int = 8
+    """``keyframes`` mode: one keyframe drawn from every block of this many frames, redrawn at every step (TokenFlow)."""
+    img2img_strength: float = 0.0
+    """``keyframes`` mode: above 0, start from the DDIM inversion of the Combined pass (1 = fully inverted); 0 = noise."""
+    inversion_steps: int = 50
+    pnp_features: float = 0.8
+    """img2img: fraction of the steps with the render's decoder ResNet features injected (Plug-and-Play); 0 = off."""
+    pnp_attention: float = 0.5
+    """img2img: fraction of the steps with the render's decoder self-attention queries/keys injected; 0 = off."""
     batch_size: int = 4
     depth_smoothing: int = 0
     """Savitzky-Golay window (odd, >= 3) over the per-frame depth range; 0 keeps one fixed shot-wide range."""
@@ -350,6 +359,18 @@ class RenderSettings:
             raise ContractError("window size must be within 2..64")
         if not (1 <= self.window_stride <= self.window_size):
             raise ContractError("window stride must be within 1..window size")
+        if not (1 <= self.keyframe_block <= 64):
+            raise ContractError("keyframe block must be within 1..64")
+        if not (math.isfinite(self.img2img_strength) and 0.0 <= self.img2img_strength <= 1.0):
+            raise ContractError("img2img strength must be within 0..1")
+        if self.img2img_strength > 0 and self.consistency != "keyframes":
+            raise ContractError("img2img strength above 0 needs consistency 'keyframes'")
+        if not (1 <= self.inversion_steps <= 1000):
+            raise ContractError("inversion steps must be within 1..1000")
+        for name in ("pnp_features", "pnp_attention"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ContractError(f"{name.replace('_', ' ')} must be a fraction within 0..1")
         if not (1 <= self.batch_size <= 64):
             raise ContractError("batch size must be within 1..64")
         if self.depth_smoothing != 0 and not (3 <= self.depth_smoothing <= 99 and self.depth_smoothing % 2 == 1):

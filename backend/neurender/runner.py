@@ -175,6 +175,11 @@ def run_render(
     from neurender.deflicker.render_glue import post_deflicker, step_hooks
 
     hooks = step_hooks(settings, folder, frames, width, height, pipe.vae_scale_factor)
+    strategy = None
+    if settings.consistency == "keyframes":  # issue #6: keyframes + token propagation along the passes' exact motion
+        from neurender.engine.keyframes import keyframe_strategy
+
+        strategy = keyframe_strategy(settings, folder, frames, width, height)
     sampler = LockstepSampler(
         pipe=pipe,
         options=SamplerOptions(
@@ -200,6 +205,7 @@ def run_render(
         reference_image=reference,
         anchors=anchor_set.data if anchor_set is not None else None,
         hooks=hooks,
+        strategy=strategy,
         on_step=lambda s, n: reporter.update(step=s, phase="denoise", message=f"step {s}/{n}"),
         should_stop=cancel.raise_if_cancelled,
         checkpoint_path=state_path,

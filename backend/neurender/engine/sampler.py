@@ -128,6 +128,7 @@ class LockstepSampler:
     should_stop: Optional[Callable[[], None]] = None  # raises to stop (e.g. CancelToken.raise_if_cancelled)
     checkpoint_path: Optional[Path] = None
     fingerprint: str = ""
+    strategy: Optional[object] = None  # replaces the per-step grouping; consistency "keyframes": engine/keyframes.py
     scheduler: object = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -137,6 +138,10 @@ class LockstepSampler:
         self.controlnet = getattr(pipe, "controlnet", None)
         self.scheduler = make_scheduler(self.options.scheduler, pipe.scheduler.config)
         self.do_cfg = self.options.guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None
+        if self.strategy is None and self.options.consistency == "keyframes":
+            from neurender.engine.keyframes import KeyframeStrategy
+
+            self.strategy = KeyframeStrategy()
 
     # ---------------------------------------------------------------------------------------------------------
     def run(self) -> torch.Tensor:
@@ -158,6 +163,8 @@ class LockstepSampler:
             self._generators = step_generators(generator, self.num_frames, opt.fixed_noise)
             self._extra = self._step_kwargs(opt.eta)
             start = 0
+            if self.strategy is not None:
+                latents, start = self.strategy.prepare(self, latents, timesteps)
             if self.checkpoint_path is not None:
                 saved = load_checkpoint(self.checkpoint_path, self.fingerprint)
                 if saved is not None and saved["latents"].shape == latents.shape:
@@ -176,12 +183,19 @@ class LockstepSampler:
                 first_from_anchors=use_anchors,
             )
             models = [pipe.unet] + self._controlnet_models()
-            with cross_frame_attention(models if opt.consistency != "off" else [], state):
+            if self.strategy is not None:
+                attention = self.strategy.attention(self, models, state)
+            else:
+                attention = cross_frame_attention(models if opt.consistency != "off" else [], state)
+            with attention:
                 self._state = state
                 for i in range(start, len(timesteps)):
                     t = timesteps[i]
                     state.step = i
-                    noise_pred = self._noise_prediction(latents, t, i, len(timesteps))
+                    if self.strategy is not None:
+                        noise_pred = self.strategy.noise_prediction(self, latents, t, i, len(timesteps))
+                    else:
+                        noise_pred = self._noise_prediction(latents, t, i, len(timesteps))
                     ctx = StepContext(i, len(timesteps), t, latents, noise_pred, self)
                     for hook in self.hooks:
                         replaced = hook(ctx)
