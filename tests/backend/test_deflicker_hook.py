@@ -104,3 +104,24 @@ def test_runner_runs_the_hook_and_the_post_pass(tiny_model_dir, scene_folder, tm
     source = MotionSource.from_folder(folder)
     err = [_latent_warp_error(torch.from_numpy(x).permute(0, 3, 1, 2), source) for x in (a, b)]
     assert err[1] < 0.5 * err[0], err
+
+
+def test_pixel_hook_moves_x0_by_the_encoded_change_of_the_decoded_frames(pipe, scene_folder):
+    _, folder = scene_folder
+    source = MotionSource.from_folder(folder, height=H, width=W)
+    deflicker = Deflicker(source, DeflickerOptions(window=1))
+    seen = {}
+
+    def probe(key):
+        def hook(ctx):
+            if ctx.step == 0:
+                seen[key] = ctx.predicted_x0().clone()
+                seen["sampler"] = ctx.sampler
+        return hook
+
+    _run(pipe, [probe("x0"), DeflickerHook(deflicker, steps=[0], space="pixel"), probe("after")], steps=2)
+    sampler = seen["sampler"]
+    images = sampler.decode_tensor(seen["x0"])
+    expected = seen["x0"] + sampler.encode(deflicker(images, -1.0, 1.0)) - sampler.encode(images)
+    assert torch.allclose(seen["after"], expected, atol=1e-4)
+    assert (seen["after"] - seen["x0"]).abs().max() > 1e-3

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,12 +42,19 @@ def temporal_weight(distance: int, window: int) -> float:
 @dataclass
 class OffsetGroup:
     """All pairs (i, i + offset) for i in ``targets_start .. targets_start + len - 1``: contiguous slices of the
-    sequence, so blending needs no gathering. ``weights`` are already divided by each target's total weight."""
+    sequence, so blending needs no gathering. Weights are already divided by each target's total weight and split
+    into the part sampled bicubically (``cubic``, None for a bilinear plan) and the part sampled bilinearly (``linear``:
+    everything in a bilinear plan; near object boundaries in a bicubic one)."""
 
     offset: int
     targets_start: int
     grids: torch.Tensor
-    weights: torch.Tensor
+    linear: torch.Tensor
+    cubic: Optional[torch.Tensor] = None
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return self.linear if self.cubic is None else self.linear + self.cubic
 
     def __len__(self) -> int:
         return int(self.grids.shape[0])
@@ -62,6 +70,7 @@ class BlendPlan:
     width: int
     groups: list[OffsetGroup]
     self_weights: torch.Tensor
+    interpolation: str = "bilinear"
 
     @property
     def pairs(self) -> int:
@@ -82,9 +91,10 @@ class BlendPlan:
         return torch.cat([g.weights for g in self.groups]) if self.groups else torch.zeros(0, 1, self.height, self.width)
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "BlendPlan":
-        groups = [OffsetGroup(g.offset, g.targets_start, g.grids.to(device, dtype), g.weights.to(device, dtype))
-                  for g in self.groups]
-        return BlendPlan(self.count, self.height, self.width, groups, self.self_weights.to(device, dtype))
+        groups = [OffsetGroup(g.offset, g.targets_start, g.grids.to(device, dtype), g.linear.to(device, dtype),
+                              g.cubic.to(device, dtype) if g.cubic is not None else None) for g in self.groups]
+        return BlendPlan(self.count, self.height, self.width, groups, self.self_weights.to(device, dtype),
+                         self.interpolation)
 
 
 def plan_blend(source: MotionSource, window: int = DEFAULT_WINDOW, method: str = "auto") -> BlendPlan:
@@ -92,27 +102,40 @@ def plan_blend(source: MotionSource, window: int = DEFAULT_WINDOW, method: str =
     if window < 0:
         raise ValueError("window must be >= 0")
     n, h, w = source.count, source.height, source.width
+    bicubic = source.interpolation == "bicubic"
     total = torch.ones(n, 1, h, w)
-    raw: list[tuple[int, int, torch.Tensor, torch.Tensor]] = []
+    raw: list[tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor]] = []
     for offset in [d for k in range(1, window + 1) for d in (-k, k)]:
         lo, hi = max(0, -offset), min(n, n - offset)
         if hi <= lo:
             continue
         tw = temporal_weight(offset, window)
-        grids, weights = [], []
+        grids, weights, sharp = [], [], []
         for i in range(lo, hi):
             c = source.correspondence(i, i + offset, method)
             grids.append(sample_grid(c.flow[None])[0])
             weights.append((c.valid * tw)[None])
+            sharp.append((c.sharp if c.sharp is not None else torch.ones(h, w))[None])
         wt = torch.stack(weights)
         total[lo:hi] += wt
-        raw.append((offset, lo, torch.stack(grids), wt))
-    groups = [OffsetGroup(offset, lo, grids, wt / total[lo : lo + len(wt)]) for offset, lo, grids, wt in raw]
-    return BlendPlan(n, h, w, groups, 1.0 / total)
+        raw.append((offset, lo, torch.stack(grids), wt, torch.stack(sharp)))
+    groups = []
+    for offset, lo, grids, wt, sharp in raw:
+        wt = wt / total[lo : lo + len(wt)]
+        if bicubic:
+            groups.append(OffsetGroup(offset, lo, grids, wt * (1 - sharp), wt * sharp))
+        else:
+            groups.append(OffsetGroup(offset, lo, grids, wt))
+    return BlendPlan(n, h, w, groups, 1.0 / total, source.interpolation)
 
 
 def blend(images: torch.Tensor, plan: BlendPlan) -> torch.Tensor:
-    """Blend (n, C, H, W) ``images`` (any value range) along ``plan``; returns a new tensor of the same shape."""
+    """Blend (n, C, H, W) ``images`` (any value range) along ``plan``; returns a new tensor of the same shape.
+
+    Images are sampled with the plan's ``interpolation`` (the source's): ``bicubic`` keeps fine detail that
+    ``bilinear`` low-passes at every sub-pixel warp (and may overshoot slightly); near object boundaries, where the
+    bicubic footprint would reach another object, those pixels are sampled bilinearly.
+    """
     n, c, h, w = images.shape
     if (n, h, w) != (plan.count, plan.height, plan.width):
         raise ValueError(f"images {n}x{h}x{w} do not match the blend plan {plan.count}x{plan.height}x{plan.width}")
@@ -124,6 +147,12 @@ def blend(images: torch.Tensor, plan: BlendPlan) -> torch.Tensor:
         for s in range(0, len(g), PAIRS_PER_CHUNK):
             e = min(s + PAIRS_PER_CHUNK, len(g))
             src = images[lo + s + g.offset : lo + e + g.offset]
-            warped = F.grid_sample(src, g.grids[s:e], mode="bilinear", padding_mode="border", align_corners=False)
-            out[lo + s : lo + e].addcmul_(warped, g.weights[s:e])
+            target = out[lo + s : lo + e]
+            if g.cubic is not None:
+                warped = F.grid_sample(src, g.grids[s:e], mode="bicubic", padding_mode="border", align_corners=False)
+                target.addcmul_(warped, g.cubic[s:e])
+            linear = g.linear[s:e]
+            if g.cubic is None or bool(linear.any()):
+                warped = F.grid_sample(src, g.grids[s:e], mode="bilinear", padding_mode="border", align_corners=False)
+                target.addcmul_(warped, linear)
     return out

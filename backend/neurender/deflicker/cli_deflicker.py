@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--passes", type=Path, help="pass folder of the shot: exact motion instead of PatchMatch")
     p.add_argument("--window", type=int, default=3, help="neighbours on each side blended into a frame (default 3)")
     p.add_argument("--method", choices=("auto", "exact", "patchmatch"), default="auto")
+    p.add_argument("--interpolation", choices=("bicubic", "bilinear"), default="bicubic",
+                   help="sampling along the motion: bicubic keeps fine detail (default), bilinear is faster")
     p.add_argument("--compensate", action="store_true", help="match colour statistics to the window average")
     p.add_argument("--sharpen", action="store_true", help="contrast x1.1 and sharpness x1.1 after blending")
     p.set_defaults(func=run)
@@ -57,11 +59,12 @@ def run(args: argparse.Namespace) -> int:
                 f"frames {', '.join(map(str, missing[:5]))} of {args.frames_dir} are not in the pass folder {args.passes} "
                 f"(it has frames {folder.frames[0]}-{folder.frames[-1]}); frames are matched by the number in the name"
             )
-        source = MotionSource.from_folder(folder, frames=numbers, height=h, width=w, guides=list(stack))
+        source = MotionSource.from_folder(folder, frames=numbers, height=h, width=w, guides=list(stack),
+                                          interpolation=args.interpolation)
     else:
         if args.method == "exact":
             raise InputError("--method exact needs --passes PASS_DIR (the exact motion comes from the pass folder)")
-        source = MotionSource(guides=list(stack))
+        source = MotionSource(guides=list(stack), interpolation=args.interpolation)
     method = source.resolve(args.method)
     log.info("deflickering %d frames (%dx%d) with %s motion, window %d", len(frames), w, h, method, args.window)
     start = time.perf_counter()

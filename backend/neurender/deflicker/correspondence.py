@@ -16,7 +16,7 @@ Two operations are defined here:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -35,14 +35,21 @@ def _as_tensor(x: ArrayLike, dtype: torch.dtype) -> torch.Tensor:
 
 @dataclass
 class Correspondence:
-    """``flow`` (H, W, 2) float32 pixel offsets i->j; ``valid`` (H, W) float32 in 0..1 (bool input accepted)."""
+    """``flow`` (H, W, 2) float32 pixel offsets i->j; ``valid`` (H, W) float32 in 0..1 (bool input accepted).
+
+    ``sharp`` (optional, (H, W) 0/1): where a wide (bicubic) sampling footprint stays on one object; where it is 0 the
+    blend samples bilinearly. None means "everywhere" (or "not computed").
+    """
 
     flow: torch.Tensor
     valid: torch.Tensor
+    sharp: Optional[torch.Tensor] = None
 
     def __post_init__(self) -> None:
         self.flow = _as_tensor(self.flow, torch.float32)
         self.valid = _as_tensor(self.valid, torch.float32)
+        if self.sharp is not None:
+            self.sharp = _as_tensor(self.sharp, torch.float32)
         if self.flow.ndim != 3 or self.flow.shape[-1] != 2:
             raise ValueError(f"flow must be (H, W, 2), got {tuple(self.flow.shape)}")
         if self.valid.shape != self.flow.shape[:2]:
@@ -68,29 +75,36 @@ class Correspondence:
             return self
         sx, sy = width / w, height / h
         flow = self.flow.permute(2, 0, 1)[None]
-        valid = self.valid[None, None]
+        masks = [self.valid] + ([self.sharp] if self.sharp is not None else [])
+        mask = torch.stack(masks)[None]
         if height <= h and width <= w:
             flow = F.interpolate(flow, size=(height, width), mode="area")
-            valid = F.interpolate(valid, size=(height, width), mode="area")
+            mask = F.interpolate(mask, size=(height, width), mode="area")
         else:
             flow = F.interpolate(flow, size=(height, width), mode="bilinear", align_corners=False)
-            valid = F.interpolate(valid, size=(height, width), mode="nearest")
+            mask = F.interpolate(mask, size=(height, width), mode="nearest")
         flow = flow[0].permute(1, 2, 0) * torch.tensor([sx, sy], dtype=flow.dtype, device=flow.device)
-        return Correspondence(flow.contiguous(), valid[0, 0])
+        sharp = (mask[0, 1] > 0.999).float() if self.sharp is not None else None
+        return Correspondence(flow.contiguous(), mask[0, 0], sharp)
 
     def to(self, device: torch.device | str) -> "Correspondence":
-        return Correspondence(self.flow.to(device), self.valid.to(device))
+        sharp = self.sharp.to(device) if self.sharp is not None else None
+        return Correspondence(self.flow.to(device), self.valid.to(device), sharp)
 
 
 def compose(c_ij: Correspondence, c_jk: Correspondence) -> Correspondence:
     """Chain i->j and j->k into i->k (flow concatenation); a pixel stays valid only if both links are."""
     if c_ij.shape != c_jk.shape:
         raise ValueError(f"cannot chain correspondences of sizes {c_ij.shape} and {c_jk.shape}")
-    stacked = torch.cat([c_jk.flow.permute(2, 0, 1), c_jk.valid[None]], dim=0)[None]
-    sampled, inside = backward_warp(stacked, c_ij.flow[None], return_inside=True)
+    parts = [c_jk.flow.permute(2, 0, 1), c_jk.valid[None]]
+    sharp = c_ij.sharp is not None and c_jk.sharp is not None
+    if sharp:
+        parts.append(c_jk.sharp[None])  # type: ignore[index]
+    sampled, inside = backward_warp(torch.cat(parts, dim=0)[None], c_ij.flow[None], return_inside=True)
     flow_jk_at = sampled[0, :2].permute(1, 2, 0)
     valid_jk_at = sampled[0, 2] * inside[0]
     # bilinear validity below 1 means a tap fell on an invalid pixel: keep it only if nearly fully valid
     flow = c_ij.flow + flow_jk_at
     valid = c_ij.valid * (valid_jk_at > 0.999).float() * inside_mask(flow[None])[0]
-    return Correspondence(flow, valid)
+    sharp_ik = c_ij.sharp * (sampled[0, 3] > 0.999).float() if sharp else None  # type: ignore[operator]
+    return Correspondence(flow, valid, sharp_ik)

@@ -34,7 +34,10 @@ def step_hooks(settings, folder, frames: Sequence[int], width: int, height: int,
         h, w = height // vae_scale_factor, width // vae_scale_factor
     else:
         h, w = height, width
-    src = source if source is not None else MotionSource.from_folder(folder, frames=list(frames), height=h, width=w)
+    # latents: bilinear (a bicubic footprint of 4 latent cells would reach 32 px across object boundaries)
+    interpolation = "bilinear" if space == "latent" else "bicubic"
+    src = source if source is not None else MotionSource.from_folder(folder, frames=list(frames), height=h, width=w,
+                                                                      interpolation=interpolation)
     if (src.height, src.width) != (h, w):
         src.height, src.width = h, w
     log.info("in-iteration deflicker (%s space, %s motion, window %d) at steps %s", space,

@@ -11,6 +11,9 @@ Three independent tests, combined with a logical AND (each can only remove pixel
   relative tolerance; an occluder in front fails it;
 * object index: every bilinear tap at ``p + flow`` must carry the object index of p, so colours never bleed between
   objects (checked with the mean and variance of the sampled index: both match only if all weighted taps agree).
+
+``footprint_pure`` answers the same question for bicubic sampling (4x4 taps): where the min/max-pooled index of frame
+j around ``p + flow`` equals p's index, bicubic sampling cannot mix objects; elsewhere the blend samples bilinearly.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 
 from neurender.deflicker.warp import backward_warp, inside_mask
 
@@ -66,3 +70,18 @@ def visibility(
         mean, var = taps[0], taps[1] - taps[0] ** 2
         valid &= ((mean - index_i.to(torch.float64)).abs() < 1e-6) & (var.abs() < 1e-6)
     return valid.float()
+
+
+def footprint_pure(flow_ij: torch.Tensor, index_i: Optional[torch.Tensor], index_j: Optional[torch.Tensor],
+                   size: int = 5) -> torch.Tensor:
+    """(H, W) float32 0/1: 1 where every pixel of frame j within ``size`` x ``size`` of ``p + flow`` has p's object
+    index (all ones without object indices)."""
+    h, w = flow_ij.shape[:2]
+    if index_i is None or index_j is None:
+        return torch.ones(h, w)
+    idx = index_j.to(torch.float64)[None, None]
+    hi = F.max_pool2d(idx, size, stride=1, padding=size // 2)
+    lo = -F.max_pool2d(-idx, size, stride=1, padding=size // 2)
+    pooled = backward_warp(torch.cat([hi, lo], 1), flow_ij[None].to(torch.float64), mode="nearest")[0]
+    want = index_i.to(torch.float64)
+    return ((pooled[0] == want) & (pooled[1] == want)).float()
