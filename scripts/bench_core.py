@@ -73,9 +73,24 @@ def child(spec: dict) -> dict:
                 marks["end"] = time.perf_counter()
 
         out = Path(tempfile.mkdtemp(prefix="bench-out-"))
-        run_render(JobSpec(pass_dir=Path(spec["passes"]), out_dir=out, settings=settings), progress=progress)
+        result = run_render(JobSpec(pass_dir=Path(spec["passes"]), out_dir=out, settings=settings), progress=progress)
         seconds = marks["end"] - marks["start"]
+        warp = _warp_error(Path(spec["passes"]), out, result.frames_written, height, width)
+        return {"seconds_per_frame": seconds / frames, "warp_error": warp,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     return {"seconds_per_frame": seconds / frames, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _warp_error(pass_dir: Path, out: Path, frames: list, height: int, width: int) -> float:
+    """Mean warp error (Lai et al. 2018) of the written frames along the passes' exact motion (lower: steadier)."""
+    import numpy as np
+    from PIL import Image
+
+    from neurender.metrics.motion import exact_motion
+    from neurender.metrics.temporal import warp_errors
+
+    images = [np.asarray(Image.open(out / f"frame_{f:04d}.png").convert("RGB"), dtype=np.float64) / 255 for f in frames]
+    return float(np.nanmean(warp_errors(images, exact_motion(pass_dir, frames, height, width))))
 
 
 def run_child(spec: dict) -> dict:
@@ -93,7 +108,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=8, help="frames for the timing runs")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--mem-frames", default="16,64", help="short,long shot for the memory check")
-    ap.add_argument("--modes", default="off,first,first+prev,window")
+    ap.add_argument("--modes", default="off,first,first+prev,window,keyframes")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
@@ -129,7 +144,7 @@ def main() -> int:
                 if not ok:
                     failures.append(f"{size}: first+prev {ratio:.2f}x")
             print(f"  {'neurender render --consistency ' + mode:<34} {r['seconds_per_frame']:8.3f} s/frame "
-                  f"{ratio:6.2f}x   peak RSS {r['peak_rss_mb']:7.0f} MB{flag}")
+                  f"{ratio:6.2f}x   peak RSS {r['peak_rss_mb']:7.0f} MB   warp error {r['warp_error']:.5f}{flag}")
         mem = {}
         for n in (short, long):
             mem[n] = run_child({**base, "kind": "neurender", "mode": "first+prev", "frames": n, "passes": str(passes[n])})

@@ -90,6 +90,15 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--consistency", choices=CONSISTENCY_MODES, default=d)
     p.add_argument("--window-size", dest="window_size", type=int, default=d)
     p.add_argument("--window-stride", dest="window_stride", type=int, default=d)
+    p.add_argument("--keyframe-block", dest="keyframe_block", type=int, default=d,
+                   help="keyframes mode: one keyframe per block of N frames, redrawn every step")
+    p.add_argument("--img2img-strength", dest="img2img_strength", type=float, default=d,
+                   help="keyframes mode: restyle the beauty render from its DDIM inversion (0: from noise, 1: full)")
+    p.add_argument("--inversion-steps", dest="inversion_steps", type=int, default=d)
+    p.add_argument("--pnp-features", dest="pnp_features", type=float, default=d,
+                   help="img2img: fraction of steps with the render's decoder features injected (Plug-and-Play)")
+    p.add_argument("--pnp-attention", dest="pnp_attention", type=float, default=d,
+                   help="img2img: fraction of steps with the render's decoder attention queries/keys injected")
     p.add_argument("--reference", dest="reference_image", default=d, help="image used as an extra attention anchor")
     p.add_argument("--no-fixed-noise", dest="fixed_noise", action="store_false", default=d)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=d, help="frames per model call (memory)")
