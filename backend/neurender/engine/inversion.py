@@ -14,7 +14,7 @@ the *source branch* that Plug-and-Play injects from (``pnp.py``).
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Optional
+from typing import Iterable
 
 import torch
 
@@ -70,7 +70,7 @@ def ddim_invert(
 
 
 def ddim_reconstruct(unet, alphas_cumprod, x_t: torch.Tensor, embeds: torch.Tensor, timesteps: list[int],
-                     batch_size: int = 4, until: Optional[int] = None) -> torch.Tensor:
+                     batch_size: int = 4) -> torch.Tensor:
     """The forward DDIM (eta 0) from ``x_t`` down along descending ``timesteps`` to clean latents (for tests)."""
     out = []
     with torch.no_grad():
