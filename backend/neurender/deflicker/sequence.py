@@ -44,6 +44,7 @@ class Deflicker:
         self.source = source
         self.options = options or DeflickerOptions()
         self._plan: Optional[BlendPlan] = None
+        self._moved: dict = {}
 
     @property
     def plan(self) -> BlendPlan:
@@ -56,7 +57,10 @@ class Deflicker:
 
     def __call__(self, images: torch.Tensor, lo: float = 0.0, hi: float = 1.0) -> torch.Tensor:
         """(n, C, H, W) -> deflickered (n, C, H, W), values kept within ``lo..hi`` when corrections apply."""
-        out = blend(images, self.plan)
+        key = (images.device, images.dtype)
+        if key not in self._moved:  # keep one copy of the plan per device/dtype (the hook calls this every step)
+            self._moved[key] = self.plan.to(images.device, images.dtype)
+        out = blend(images, self._moved[key])
         opt = self.options
         if opt.compensate:
             out = compensate_colour(out, images, max(opt.window, 1)).clamp(lo, hi)
