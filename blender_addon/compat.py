@@ -1,6 +1,7 @@
 """Every difference between Blender 4.5 LTS and 5.0 that the add-on touches, in one place.
 
-* EXR output: 4.5 ``image_settings.file_format = 'OPEN_EXR_MULTILAYER'``; 5.0 ``media_type = 'MULTI_LAYER_IMAGE'``.
+* EXR output: 4.5 ``image_settings.file_format = 'OPEN_EXR_MULTILAYER'``; 5.0 ``media_type = 'MULTI_LAYER_IMAGE'``
+  first (``file_format`` only accepts the formats of the current media type: 'PNG' needs 'IMAGE' again).
 * Compositor node tree: 4.5 ``scene.node_tree``; 5.0 ``scene.compositing_node_group``.
 * VSE: 4.5 has ``sequence_editor.strips`` and ``.sequences``; 5.0 only ``.strips``.
 * Keyframes: ``action.fcurves`` is gone in 5.0; use the channelbag of the action slot.
@@ -27,6 +28,14 @@ def set_multilayer_exr(image_settings, *, half: bool = False) -> None:
     image_settings.file_format = "OPEN_EXR_MULTILAYER"
     image_settings.color_depth = "16" if half else "32"
     image_settings.exr_codec = "ZIP"
+
+
+def set_file_format(image_settings, file_format: str) -> None:
+    """Set ``file_format`` (e.g. the artist's saved 'PNG'); 5.0 first needs the matching ``media_type``."""
+    if hasattr(image_settings, "media_type"):
+        media = {"OPEN_EXR_MULTILAYER": "MULTI_LAYER_IMAGE", "FFMPEG": "VIDEO"}.get(file_format, "IMAGE")
+        image_settings.media_type = media
+    image_settings.file_format = file_format
 
 
 def is_multilayer_exr(image_settings) -> bool:

@@ -91,7 +91,7 @@ def restore_scene(scene) -> None:
     s = scene.neurender
     r = scene.render
     if s.saved_file_format:
-        r.image_settings.file_format = s.saved_file_format
+        compat.set_file_format(r.image_settings, s.saved_file_format)
         try:
             r.image_settings.color_depth = s.saved_color_depth
         except TypeError:

@@ -37,6 +37,11 @@ def _contract():
     return contract
 
 
+def _index_channel(manifest) -> str:
+    """The object index channel named by the manifest ('IndexOB' in 4.5, 'Object Index' in 5.0)."""
+    return manifest["passes"]["object_index"] + ".X"
+
+
 def _lift(depth, cam):
     """Camera-space and world-space points of every pixel centre (y down image -> camera +Y up, looking down -Z)."""
     h, w = depth.shape
@@ -71,6 +76,18 @@ def test_manifest_is_valid_and_complete(exported):
         assert os.path.isfile(os.path.join(exported["pass_dir"], entry.file))
         assert entry.camera is not None
     assert m.passes["depth"] == "ViewLayer.Depth"
+    # the Blender version's own names and EXR layout: 4.5 one part with IndexOB, 5.0 one part per pass
+    from importlib.metadata import version
+
+    from exr_io import part_count
+
+    major = int(version("bpy").split(".")[0])
+    parts = part_count(os.path.join(exported["pass_dir"], m.frames[0].file))
+    if major >= 5:
+        assert m.passes["object_index"] == "ViewLayer.Object Index" and parts == 5
+    else:
+        assert m.passes["object_index"] == "ViewLayer.IndexOB" and parts == 1
+    assert exported["generator"].startswith(f"neurender-blender {major}.")
     # the artist's render output is restored after the export
     assert exported["file_format"] != "OPEN_EXR_MULTILAYER"
     assert "passes_" not in exported["render_filepath"]
@@ -97,7 +114,7 @@ def test_vector_pass_matches_known_motion_through_manifest_cameras(exported):
     for entry in m["frames"][1:]:  # frame f vs f-1
         ch = channels(os.path.join(exported["pass_dir"], entry["file"]))
         cam = entry["camera"]
-        mask = _interior(np.abs(ch["ViewLayer.IndexOB.X"] - 1) < 0.01)
+        mask = _interior(np.abs(ch[_index_channel(m)] - 1) < 0.01)
         assert mask.sum() > 20
         _, pw = _lift(ch["ViewLayer.Depth.Z"], cam)
         u0, v0 = _project(pw, cam)
@@ -106,7 +123,7 @@ def test_vector_pass_matches_known_motion_through_manifest_cameras(exported):
         expected = np.stack([u1 - u0, v1 - v0], -1)
         errors.append(np.linalg.norm(flow_prev[mask] - expected[mask], axis=-1))
         moved.append(np.linalg.norm(expected[mask], axis=-1))
-        floor = _interior(np.abs(ch["ViewLayer.IndexOB.X"] - 2) < 0.01)
+        floor = _interior(np.abs(ch[_index_channel(m)] - 2) < 0.01)
         assert np.median(np.abs(flow_prev[floor])) < 0.02  # static floor, static camera
     err = np.concatenate(errors)
     assert np.median(np.concatenate(moved)) > 2.0  # the motion is real (pixels)
@@ -119,7 +136,7 @@ def test_world_normals_agree_with_cameras_and_depth(exported):
     entry = m["frames"][0]
     ch = channels(os.path.join(exported["pass_dir"], entry["file"]))
     cam = entry["camera"]
-    mask = _interior(np.abs(ch["ViewLayer.IndexOB.X"] - 3) < 0.01)
+    mask = _interior(np.abs(ch[_index_channel(m)] - 3) < 0.01)
     assert mask.sum() > 20
     _, pw = _lift(ch["ViewLayer.Depth.Z"], cam)
     expected = pw[..., :3] - np.array(exported["sphere_center"])

@@ -12,6 +12,7 @@ scene.neurender.output_dir = config["out"]
 manifest = mod.pass_export.export_passes(scene, scene.frame_start, scene.frame_end)
 common.finish({
     "pass_dir": mod.pass_export.pass_dir(scene),
+    "generator": manifest.generator,
     "render_filepath": scene.render.filepath,
     "file_format": scene.render.image_settings.file_format,
     "cube_start": scenes.CUBE_START, "cube_step": scenes.CUBE_STEP,
