@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import socket
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from typing import Any, Optional
 
 from . import neurender_contract as contract
@@ -60,17 +62,22 @@ class Client:
         self.timeout = timeout
 
     # -- transport ------------------------------------------------------------------------------------------
-    def _request(self, method: str, route: str, body: Optional[dict] = None, *, raw: bool = False) -> Any:
+    def _request(self, method: str, route: str, body: Optional[dict] = None, *, raw: bool = False,
+                 stream: Optional["_MultipartBody"] = None, timeout: Optional[float] = None) -> Any:
         url = self.base_url + route
-        data = json.dumps(body).encode("utf-8") if body is not None else None
-        req = urllib.request.Request(url, data=data, method=method)
+        req = urllib.request.Request(url, method=method)
         req.add_header("Accept", "application/json")
-        if data is not None:
+        if stream is not None:
+            req.data = stream
+            req.add_header("Content-Type", stream.content_type)
+            req.add_header("Content-Length", str(stream.length))
+        elif body is not None:
+            req.data = json.dumps(body).encode("utf-8")
             req.add_header("Content-Type", "application/json")
         if self.token:
             req.add_header(contract.TOKEN_HEADER, f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
                 payload = resp.read()
         except urllib.error.HTTPError as exc:
             detail = _detail(exc)
@@ -115,6 +122,30 @@ class Client:
             body["out_dir"] = out_dir
         return self._request("POST", contract.ROUTE_JOBS, body)
 
+    def submit_upload(self, zip_path: str, settings: dict, progress=None, timeout: float = 600.0) -> dict:
+        """``POST /jobs/upload``: the zipped pass folder as multipart ``file`` and the settings as ``settings``.
+
+        The zip is streamed from disk, never held in memory; ``progress(sent, total)`` is called as bytes go out.
+        ``timeout`` bounds each socket operation (the server unpacks the zip before it answers).
+        """
+        with _MultipartBody(zip_path, {"settings": json.dumps(settings)}, progress) as stream:
+            try:
+                return self._request("POST", contract.ROUTE_JOB_UPLOAD, stream=stream, timeout=timeout)
+            except BackendError as exc:
+                if exc.kind != UNREACHABLE or stream.sent == 0:
+                    raise
+                # The server answered early (e.g. 401, 413) and closed the connection while the body was still
+                # going out; that answer is lost, so ask an authenticated route why.
+                self.check_access()
+                raise BackendError(
+                    f"The upload to {self.base_url} broke off after {stream.sent} of {stream.length} bytes; the "
+                    "backend may refuse uploads this large (neurender serve --max-upload-mb) or went away.",
+                    UNREACHABLE) from None
+
+    def check_access(self) -> None:
+        """Raise ``BackendError`` (``UNAUTHORIZED``, ``UNREACHABLE``) unless an authenticated request goes through."""
+        self._request("GET", contract.ROUTE_JOBS)
+
     def job(self, job_id: str) -> dict:
         return self._request("GET", contract.ROUTE_JOB.format(job_id=urllib.parse.quote(job_id, safe="")))
 
@@ -130,6 +161,59 @@ class Client:
 
     def free_models(self) -> dict:
         return self._request("POST", contract.ROUTE_FREE, {})
+
+
+class _MultipartBody:
+    """A ``multipart/form-data`` request body (RFC 7578) read piece by piece: text fields, then one file field
+    ``file`` streamed from disk. ``urllib`` sends it in blocks because it has ``read`` and a known length."""
+
+    def __init__(self, path: str, fields: dict, progress=None, field: str = "file"):
+        self.boundary = "neurender-" + uuid.uuid4().hex
+        self.content_type = f"multipart/form-data; boundary={self.boundary}"
+        head = b"".join(
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n'
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\n".encode("utf-8") + value.encode("utf-8") + b"\r\n"
+            for name, value in fields.items())
+        filename = os.path.basename(path).replace('"', "")
+        head += (f'--{self.boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+                 "Content-Type: application/zip\r\n\r\n").encode("utf-8")
+        self._pieces = [head, None, f"\r\n--{self.boundary}--\r\n".encode("ascii")]
+        self._file = open(path, "rb")
+        self.length = len(head) + os.fstat(self._file.fileno()).st_size + len(self._pieces[2])
+        self.sent = 0
+        self._progress = progress
+        self._index = 0
+        self._offset = 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.length if size is None or size < 0 else size
+        out = bytearray()
+        while len(out) < size and self._index < len(self._pieces):
+            piece = self._pieces[self._index]
+            if piece is None:
+                chunk = self._file.read(size - len(out))
+                if not chunk:
+                    self._index += 1
+                    continue
+            else:
+                chunk = piece[self._offset:self._offset + size - len(out)]
+                self._offset += len(chunk)
+                if self._offset >= len(piece):
+                    self._index, self._offset = self._index + 1, 0
+            out += chunk
+        self.sent += len(out)
+        if self._progress is not None and out:
+            self._progress(self.sent, self.length)
+        return bytes(out)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "_MultipartBody":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _mentions_missing_model(low: str) -> bool:

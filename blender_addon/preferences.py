@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 import bpy
-from bpy.props import BoolProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
+
+from . import remote
 
 
 def get(context=None):
@@ -18,6 +20,17 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
     backend_url: StringProperty(name="Backend URL", default="http://127.0.0.1:8765")
+    shared_disk: EnumProperty(
+        name="Backend shares this computer's disk",
+        items=[
+            (remote.SHARED_AUTO, "Automatic", "Yes for a local backend started here or a loopback URL "
+             "(127.0.0.1, localhost); no for any other host"),
+            (remote.SHARED_YES, "Yes", "The backend reads the pass folder and writes the frames by path"),
+            (remote.SHARED_NO, "No (upload)", "Upload the pass folder as a zip and download the finished frames "
+             "into the scene's output folder"),
+        ],
+        default=remote.SHARED_AUTO,
+    )
     token: StringProperty(name="Token", subtype="PASSWORD", description="Sent as 'Authorization: Bearer' if set")
     start_local: BoolProperty(
         name="Start a local backend",
@@ -34,7 +47,8 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
         description="Folder the local backend may read passes from and write frames to (empty: your home folder)",
     )
     sd_model: StringProperty(name="Stable Diffusion checkpoint", subtype="FILE_PATH",
-                             description="SD 1.5 checkpoint (.safetensors) or diffusers folder")
+                             description="SD 1.5 checkpoint (.safetensors) or diffusers folder, as the backend's "
+                                         "computer sees it")
     controlnet_depth: StringProperty(name="ControlNet depth", subtype="FILE_PATH")
     controlnet_normal: StringProperty(name="ControlNet normal", subtype="FILE_PATH")
     controlnet_edges: StringProperty(name="ControlNet edges", subtype="FILE_PATH")
@@ -51,6 +65,7 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
             col.prop(self, "local_port")
         else:
             col.prop(self, "backend_url")
+        col.prop(self, "shared_disk")  # shown for both: an override also applies to a local backend
         col.prop(self, "token")
         col.prop(self, "force_version")
         box = layout.box()
@@ -62,6 +77,10 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
 
     def controlnet_path(self, kind: str) -> str:
         return bpy.path.abspath(getattr(self, f"controlnet_{kind}", ""))
+
+    def shares_disk(self, url: str = "") -> bool:
+        """Whether jobs go by path (True) or by upload/download (False) for the backend at ``url``."""
+        return remote.shares_disk(self.shared_disk, url or self.backend_url, self.start_local)
 
     def resolved_root(self) -> str:
         return os.path.abspath(bpy.path.abspath(self.backend_root)) if self.backend_root else os.path.expanduser("~")

@@ -6,13 +6,14 @@ network calls. ``discard()`` is the single function that drops this state (calle
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Optional
 
 import bpy
 
-from . import backend_process, client, pass_export, preferences, properties, vse, worker
+from . import backend_process, client, pass_export, preferences, properties, remote, vse, worker
 from . import neurender_contract as contract
 
 log = logging.getLogger(__name__)
@@ -195,18 +196,27 @@ def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = N
         _job_update(None, exc)
         return
     force = prefs.force_version
+    upload = not prefs.shares_disk(c.base_url)
+    settings_dict = settings.to_dict()
 
     def work():
         c.check_version(force=force)
-        return c, c.submit(folder, settings.to_dict(), out_dir)
+        if not upload:
+            return c, c.submit(folder, settings_dict, out_dir)
+        return c, _upload(c, folder, settings_dict, st.worker)
 
     def submitted(result, err):
         if err is not None:
             _job_update(None, err)
             return
         c, job = result
+        if upload:  # frames come back over HTTP into the scene's own output folder
+            fetch = remote.FrameDownloader(c, job["id"], out_dir).poll
+            job = dict(job, out_dir=out_dir, server_out_dir=job.get("out_dir", ""), frames_downloaded=[])
+        else:
+            fetch = functools.partial(c.job, job["id"])
         _job_update(job, None)
-        watcher = worker.JobWatcher(st.worker, lambda: c.job(job["id"]), _job_update)
+        watcher = worker.JobWatcher(st.worker, fetch, _job_update)
         st.watcher = watcher
         if blocking:
             watcher.wait()
@@ -215,7 +225,7 @@ def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = N
         else:
             watcher.start()
 
-    set_message(f"Submitting frames {frames}...")
+    set_message(f"Submitting frames {frames}" + (" (uploading the pass folder)..." if upload else "..."))
     if blocking and not st.worker.blocking:
         try:
             submitted(work(), None)
@@ -223,6 +233,32 @@ def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = N
             submitted(None, exc)
     else:
         st.worker.submit(work, submitted)
+
+
+def _upload(c: client.Client, folder: str, settings: dict, w: worker.Worker) -> dict:
+    """Worker thread: zip the pass folder next to it, upload it with the settings, delete the zip; the new Job."""
+    c.check_access()  # a wrong token is reported before minutes of zipping and uploading
+    shown = [-1]
+
+    def report(what: str):
+        def progress(done: int, total: int) -> None:
+            percent = int(100 * done / max(1, total))
+            if percent // 10 != shown[0]:  # at most ~10 messages per phase
+                shown[0] = percent // 10
+                w.post(lambda *_: set_message(f"{what} the pass folder: {percent}%"))
+        return progress
+
+    zip_path = os.path.join(os.path.dirname(folder), f".neurender-upload-{os.getpid()}.zip")
+    try:
+        size = remote.zip_pass_folder(folder, zip_path, report("Zipping"))
+        shown[0] = -1
+        log.info("uploading %s (%.1f MB) to %s", zip_path, size / 1e6, c.base_url)
+        return c.submit_upload(zip_path, settings, report("Uploading"))
+    finally:
+        try:
+            os.remove(zip_path)
+        except OSError:
+            pass
 
 
 def _job_update(job, err) -> None:
@@ -252,7 +288,8 @@ def _job_update(job, err) -> None:
     elif state_ == contract.JOB_FAILED:
         set_message("", client.job_failure_message(job))
     elif state_ == contract.JOB_CANCELLED:
-        set_message(f"Cancelled; {len(job.get('frames_done') or [])} finished frames kept in {job.get('out_dir')}")
+        kept = job.get("frames_downloaded", job.get("frames_done")) or []
+        set_message(f"Cancelled; {len(kept)} finished frames kept in {job.get('out_dir')}")
     else:
         set_message(progress_text(job))
 
@@ -263,6 +300,8 @@ def progress_text(job: dict) -> str:
             f"step {p.get('step', 0)}/{p.get('steps_total', 0)}")
     if p.get("phase"):
         text += f" ({p['phase']})"
+    if "frames_downloaded" in job:
+        text += f", {len(job['frames_downloaded'])} downloaded"
     return text
 
 

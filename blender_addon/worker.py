@@ -47,6 +47,13 @@ class Worker:
         self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
 
+    def post(self, callback: Callback, result: Any = None) -> None:
+        """From any thread: have ``callback(result, None)`` run on the main thread (inline when blocking)."""
+        if self.blocking:
+            callback(result, None)
+        else:
+            self.results.put((callback, result, None))
+
     def drain(self) -> int:
         """Run pending callbacks on the calling (main) thread; returns how many ran."""
         n = 0
