@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test command: sets up both environments if needed, then runs the backend suite (.venv) and the Blender suite
-# (.venv-blender, real bpy). Extra arguments go to both pytest runs (e.g. -x, -k name). Slow real-size tests run
-# only with NEURENDER_SLOW=1.
+# The test command: sets up the environments if needed, then runs the backend suite (.venv) and the Blender suite
+# once per installed Blender environment (.venv-blender = bpy 4.5; .venv-blender5 = bpy 5.0 unless
+# NEURENDER_BLENDER5=0), each with real bpy. Extra arguments go to every pytest run (e.g. -x, -k name). Slow
+# real-size tests run only with NEURENDER_SLOW=1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh || exit 1
@@ -11,7 +12,12 @@ marker="not slow"; [ "${NEURENDER_SLOW:-0}" = "1" ] && marker=""
 .venv/bin/python -m pytest tests/backend -q -m "$marker" --junitxml="$report/backend.xml" "$@"; rb=$?
 rbl=0
 if [ "${NEURENDER_SKIP_BLENDER:-0}" != "1" ]; then
-  .venv-blender/bin/python -m pytest tests/blender -q -m "$marker" --junitxml="$report/blender.xml" "$@"; rbl=$?
+  envs=(.venv-blender)
+  [ "${NEURENDER_BLENDER5:-1}" = "1" ] && [ -x .venv-blender5/bin/python ] && envs+=(.venv-blender5)
+  for env in "${envs[@]}"; do
+    echo "[test] Blender suite with $env ($("$env/bin/python" -c 'from importlib.metadata import version; print("bpy", version("bpy"))'))"
+    "$env/bin/python" -m pytest tests/blender -q -m "$marker" --junitxml="$report/${env#.venv-}.xml" "$@" || rbl=1
+  done
 fi
 .venv/bin/python scripts/summarize_junit.py "$report"/*.xml
 rm -rf "$report"
