@@ -153,23 +153,33 @@ FIELD_DTYPE = torch.int32
 """The one integer dtype of offset fields at every level (FastBlend read an int64 identity field as int32)."""
 
 
+DESCRIPTOR_DIMS = 16
+"""Patch descriptors are projected onto this many principal components (of 9 C raw dimensions)."""
+
+
 class _CostVolume:
-    """Patch descriptors of one pyramid level and patch size, for exact per-pixel candidate costs.
+    """Patch descriptors of one pyramid level and sub-block size, for exact per-pixel candidate costs.
 
     A k x k patch is summarised by a 3 x 3 grid of sub-block means (sub-blocks of s = round(k / 3) px, so the grid
-    spans about k x k): the SSD between two descriptors is the SSD of the box-prefiltered patches sampled on that
-    grid. Each candidate offset then costs one gather of a (9 C)-vector per pixel, exact for any per-pixel field --
-    unlike a box filter over per-pixel costs, which is exact only where the candidate field is locally constant.
+    spans about k x k), projected onto the ``DESCRIPTOR_DIMS`` principal components of such descriptors sampled from
+    both images (PCA of patches for nearest-neighbour search, as in PCA-SIFT, Ke & Sukthankar 2004, and TreeCANN,
+    Olonetsky & Avidan 2012). The squared distance between two descriptors approximates the SSD of the
+    box-prefiltered patches; each candidate offset then costs one gather of a short vector per pixel, exact for any
+    per-pixel field -- unlike a box filter over per-pixel costs, which is right only where the candidate field is
+    locally constant.
     """
 
-    def __init__(self, src: torch.Tensor, tgt: torch.Tensor, tgt_ok: Optional[torch.Tensor], k: int):
+    def __init__(self, src: torch.Tensor, tgt: torch.Tensor, tgt_ok: Optional[torch.Tensor], s: int,
+                 generator: torch.Generator):
         c, h, w = src.shape
         self.h, self.w = h, w
-        self.src = _descriptors(src, k)  # (H, W, 9C)
-        self.tgt = _descriptors(tgt, k).view(h * w, -1)  # rows gathered by flat index
+        ms, mt = _block_means(src, s), _block_means(tgt, s)
+        weight = _pca_taps(ms, mt, s, generator)  # (d, C, 3, 3) or None (keep the raw 9C descriptor)
+        self.src = _descriptors(ms, s, weight)  # (H, W, d)
+        self.tgt = _descriptors(mt, s, weight).view(h * w, -1)  # rows gathered by flat index
         self.tgt_bad = None if tgt_ok is None else (tgt_ok < 0.5).reshape(-1)
         self.ys, self.xs = _pixel_grid(h, w, src.device, FIELD_DTYPE)
-        # an outside match costs more than the worst inside one (features are bounded)
+        # an outside match costs more than any inside one: projections never lengthen a difference
         flat = src.reshape(c, -1)
         spread = flat.amax(dim=1) - flat.amin(dim=1)
         self.penalty = 9.0 * float(spread.square().sum()) + 1.0
@@ -190,18 +200,56 @@ class _CostVolume:
         return cost.masked_fill_(outside, self.penalty)
 
 
-def _descriptors(feat: torch.Tensor, k: int) -> torch.Tensor:
-    """(C, H, W) features -> (H, W, 9 C) grid-of-sub-block-means descriptors of k x k patches (see _CostVolume)."""
+def _block_means(feat: torch.Tensor, s: int) -> torch.Tensor:
+    """(C, H, W) means over s x s sub-blocks around each pixel, the image border replicated (not zero)."""
+    if s <= 1:
+        return feat
     c, h, w = feat.shape
-    s = max(1, int(round(k / 3)))
-    if s > 1:  # sub-block means, the image border replicated (not zero) so edge descriptors keep their level
-        a = s // 2
-        padded = F.pad(feat[None], (a, s - 1 - a, a, s - 1 - a), mode="replicate")[0]
-        means = _box(padded, s)[:, a: a + h, a: a + w] / float(s * s)
-    else:
-        means = feat
-    pad = F.pad(means[None], (s, s, s, s), mode="replicate")[0].permute(1, 2, 0)  # (H + 2s, W + 2s, C) view
-    taps = [pad[s + dy: s + dy + h, s + dx: s + dx + w] for dy in (-s, 0, s) for dx in (-s, 0, s)]
+    a = s // 2
+    padded = F.pad(feat[None], (a, s - 1 - a, a, s - 1 - a), mode="replicate")[0]
+    return _box(padded, s)[:, a: a + h, a: a + w] / float(s * s)
+
+
+_TAPS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+
+
+def _raw_at(means: torch.Tensor, s: int, ys: torch.Tensor, xs: torch.Tensor) -> torch.Tensor:
+    """Raw 9C descriptors (tap-major) at the given pixels -> (n, 9C)."""
+    c, h, w = means.shape
+    cols = []
+    for dy, dx in _TAPS:
+        y = (ys + dy * s).clamp(0, h - 1)
+        x = (xs + dx * s).clamp(0, w - 1)
+        cols.append(means[:, y, x].T)
+    return torch.cat(cols, dim=1)
+
+
+def _pca_taps(ms: torch.Tensor, mt: torch.Tensor, s: int, generator: torch.Generator,
+              samples: int = 4096) -> Optional[torch.Tensor]:
+    """Top principal directions of raw descriptors sampled from both images, as a (d, C, 3, 3) conv weight."""
+    c, h, w = ms.shape
+    if 9 * c <= DESCRIPTOR_DIMS:
+        return None
+    n = min(samples, h * w)
+    picks = []
+    for m in (ms, mt):
+        idx = torch.randint(0, h * w, (n,), generator=generator).to(m.device)
+        picks.append(_raw_at(m, s, idx // w, idx % w))
+    x = torch.cat(picks).double()
+    x = x - x.mean(0)
+    _, vecs = torch.linalg.eigh(x.T @ x)  # ascending eigenvalues
+    basis = vecs[:, -DESCRIPTOR_DIMS:].T.float()  # (d, 9C), tap-major
+    return basis.view(DESCRIPTOR_DIMS, 3, 3, c).permute(0, 3, 1, 2).contiguous()
+
+
+def _descriptors(means: torch.Tensor, s: int, weight: Optional[torch.Tensor]) -> torch.Tensor:
+    """(C, H, W) sub-block means -> (H, W, d) descriptors: the 3 x 3 grid at spacing s, PCA-projected if ``weight``."""
+    c, h, w = means.shape
+    pad = F.pad(means[None], (s, s, s, s), mode="replicate")
+    if weight is not None:  # projection of the tap grid = one dilated 3 x 3 convolution
+        return F.conv2d(pad, weight, dilation=s)[0].permute(1, 2, 0).contiguous()
+    p = pad[0].permute(1, 2, 0)
+    taps = [p[s + dy * s: s + dy * s + h, s + dx * s: s + dx * s + w] for dy, dx in _TAPS]
     return torch.cat(taps, dim=-1)
 
 
@@ -211,6 +259,11 @@ def _patch_schedule(iterations: int, patch: int, max_patch: int) -> list[int]:
         return [patch]
     sizes = np.linspace(max_patch, patch, iterations)
     return [int(round(s)) // 2 * 2 + 1 for s in sizes]
+
+
+def _block_size(k: int) -> int:
+    """Sub-block size s of the 3 x 3 descriptor grid for a k x k patch."""
+    return max(1, int(round(k / 3)))
 
 
 def _search_level(
@@ -226,10 +279,11 @@ def _search_level(
     """PatchMatch rounds on one pyramid level; ``field`` is a (2, H, W) integer offset field (x, y)."""
     _, h, w = src.shape
     n = len(sizes)
-    vol = None
+    vol, block = None, 0
     for it, k in enumerate(sizes):
-        if vol is None or k != sizes[it - 1]:
-            vol = _CostVolume(src, tgt, tgt_ok, k)
+        if vol is None or _block_size(k) != block:  # 13 and 11 share s = 4, 7 and 5 share s = 2
+            block = _block_size(k)
+            vol = _CostVolume(src, tgt, tgt_ok, block, generator)
         jump = int(max(1, 2 ** (n - 2 - it))) if n > 1 else 1
         jump = min(jump, max(1, min(h, w) // 4))
         cands = [_shift(field, dy, dx) for dy, dx in ((jump, 0), (-jump, 0), (0, jump), (0, -jump))]
