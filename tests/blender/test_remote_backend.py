@@ -213,3 +213,14 @@ def test_blender_uploads_and_builds_the_strip_from_downloaded_frames(run_scenari
     assert any(m.startswith("Done: 4 frames on VSE channel 1") for m in msgs), msgs
     downloaded = [int(m.rsplit(", ", 1)[1].split()[0]) for m in msgs if m.endswith(" downloaded")]
     assert downloaded == sorted(downloaded) and any(0 < n < 4 for n in downloaded), msgs  # progress while running
+
+    # the UI path: submit returns at once; zip, upload and downloads ran off the main thread, which stayed free
+    ui = r["ui"]
+    assert ui["state"] == "done" and ui["error"] == "" and ui["job_id"] not in ("", ok["job_id"]), ui
+    assert ui["submit_returned_state"] == "submitting"
+    assert ui["threads"]["zip"] == [True] and ui["threads"]["upload"] == [True]
+    assert ui["threads"]["frame"] == [True] * 4, ui["threads"]  # a new job: all four frames fetched again
+    assert ui["max_pump_s"] < 0.5, ui["max_pump_s"]
+    assert any(m.startswith("Done: 4 frames on VSE channel 1") for m in ui["messages"]), ui["messages"]
+    ledger = json.loads((frames_dir / remote.LEDGER_NAME).read_text())
+    assert ledger == {"job": ui["job_id"], "frames": [1, 2, 3, 4]}
