@@ -51,6 +51,9 @@ class OffsetGroup:
     grids: torch.Tensor
     linear: torch.Tensor
     cubic: Optional[torch.Tensor] = None
+    sparse: Optional[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = None
+    """Bicubic plans: per pair the few bilinear pixels as (flat index (K,), grid point (K, 2), weight (K,)), so that
+    the bilinear fallback costs K samples instead of a whole frame."""
 
     @property
     def weights(self) -> torch.Tensor:
@@ -91,8 +94,13 @@ class BlendPlan:
         return torch.cat([g.weights for g in self.groups]) if self.groups else torch.zeros(0, 1, self.height, self.width)
 
     def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> "BlendPlan":
-        groups = [OffsetGroup(g.offset, g.targets_start, g.grids.to(device, dtype), g.linear.to(device, dtype),
-                              g.cubic.to(device, dtype) if g.cubic is not None else None) for g in self.groups]
+        groups = [
+            OffsetGroup(g.offset, g.targets_start, g.grids.to(device, dtype), g.linear.to(device, dtype),
+                        g.cubic.to(device, dtype) if g.cubic is not None else None,
+                        [(i.to(device), p.to(device, dtype), w.to(device, dtype)) for i, p, w in g.sparse]
+                        if g.sparse is not None else None)
+            for g in self.groups
+        ]
         return BlendPlan(self.count, self.height, self.width, groups, self.self_weights.to(device, dtype),
                          self.interpolation)
 
@@ -123,7 +131,12 @@ def plan_blend(source: MotionSource, window: int = DEFAULT_WINDOW, method: str =
     for offset, lo, grids, wt, sharp in raw:
         wt = wt / total[lo : lo + len(wt)]
         if bicubic:
-            groups.append(OffsetGroup(offset, lo, grids, wt * (1 - sharp), wt * sharp))
+            linear = wt * (1 - sharp)
+            sparse = []
+            for k in range(len(grids)):
+                idx = torch.nonzero(linear[k, 0].reshape(-1) > 0)[:, 0]
+                sparse.append((idx, grids[k].reshape(-1, 2)[idx], linear[k, 0].reshape(-1)[idx]))
+            groups.append(OffsetGroup(offset, lo, grids, linear, wt * sharp, sparse))
         else:
             groups.append(OffsetGroup(offset, lo, grids, wt))
     return BlendPlan(n, h, w, groups, 1.0 / total, source.interpolation)
@@ -148,11 +161,16 @@ def blend(images: torch.Tensor, plan: BlendPlan) -> torch.Tensor:
             e = min(s + PAIRS_PER_CHUNK, len(g))
             src = images[lo + s + g.offset : lo + e + g.offset]
             target = out[lo + s : lo + e]
-            if g.cubic is not None:
-                warped = F.grid_sample(src, g.grids[s:e], mode="bicubic", padding_mode="border", align_corners=False)
-                target.addcmul_(warped, g.cubic[s:e])
-            linear = g.linear[s:e]
-            if g.cubic is None or bool(linear.any()):
+            if g.cubic is None:
                 warped = F.grid_sample(src, g.grids[s:e], mode="bilinear", padding_mode="border", align_corners=False)
-                target.addcmul_(warped, linear)
+                target.addcmul_(warped, g.linear[s:e])
+                continue
+            warped = F.grid_sample(src, g.grids[s:e], mode="bicubic", padding_mode="border", align_corners=False)
+            target.addcmul_(warped, g.cubic[s:e])
+            for k in range(s, e):
+                idx, points, weight = g.sparse[k]  # type: ignore[index]
+                if idx.numel():
+                    values = F.grid_sample(src[k - s : k - s + 1], points[None, None], mode="bilinear",
+                                           padding_mode="border", align_corners=False)[0, :, 0]
+                    target[k - s].view(c, -1).index_add_(1, idx, values * weight)
     return out
