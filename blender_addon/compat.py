@@ -6,6 +6,10 @@
 * VSE: 4.5 has ``sequence_editor.strips`` and ``.sequences``; 5.0 only ``.strips``.
 * Keyframes: ``action.fcurves`` is gone in 5.0; use the channelbag of the action slot.
 * Object index channel: ``IndexOB`` (4.5) or ``Object Index`` (5.0).
+* Materials and worlds always have a node tree in 5.0 (``use_nodes`` is deprecated there).
+* ``sequence_editor.strips.new_effect``: 4.5 takes ``frame_end``, 5.0 ``length`` (the add-on only adds image strips).
+* 5.0's File Output node drops W of a VECTOR input; the add-on never uses File Output nodes, it renders the
+  view-layer passes straight into a multilayer EXR, which keeps all four Vector channels on both versions.
 """
 
 from __future__ import annotations
@@ -85,6 +89,12 @@ def set_linear_interpolation(obj) -> None:
     for fc in fcurves(ad.action, obj):
         for kp in fc.keyframe_points:
             kp.interpolation = "LINEAR"
+
+
+def use_nodes(id_block) -> None:
+    """Give a material or world its node tree (4.5: ``use_nodes = True``; 5.0: it always has one)."""
+    if not is_5x():
+        id_block.use_nodes = True
 
 
 def set_movie_output(render) -> None:

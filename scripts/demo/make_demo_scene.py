@@ -26,7 +26,7 @@ def _material(name, color):
     import bpy
 
     mat = bpy.data.materials.new(name)
-    mat.use_nodes = True
+    sys.modules[addon_env.MODULE + ".compat"].use_nodes(mat)
     mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (*color, 1.0)
     return mat
 
@@ -98,7 +98,7 @@ def build_scene(frames: int = 16, width: int = 128, height: int = 96, samples: i
     bpy.ops.object.light_add(type="SUN", location=(2, -2, 6), rotation=(math.radians(40), 0, math.radians(30)))
     bpy.context.active_object.data.energy = 3.0
     world = bpy.data.worlds.new("demo_world")
-    world.use_nodes = True
+    compat.use_nodes(world)
     world.node_tree.nodes["Background"].inputs["Color"].default_value = (0.55, 0.65, 0.8, 1.0)
     scene.world = world
 
