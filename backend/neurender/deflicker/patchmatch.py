@@ -26,28 +26,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from neurender.deflicker.correspondence import Correspondence
 from neurender.errors import InputError
-
-try:  # the colleague's shared type; the fallback below is field-compatible (flow (H, W, 2), valid (H, W))
-    from neurender.deflicker.correspondence import Correspondence
-except ModuleNotFoundError as _exc:  # pragma: no cover - only while the deflicker package is incomplete
-    if not (_exc.name or "").startswith("neurender.deflicker"):
-        raise
-
-    @dataclass
-    class Correspondence:  # type: ignore[no-redef]
-        """``flow`` (H, W, 2) float32 pixel offsets i->j (x right, y down); ``valid`` (H, W) float32 0..1."""
-
-        flow: torch.Tensor
-        valid: torch.Tensor
-
 
 log = logging.getLogger(__name__)
 
