@@ -128,6 +128,8 @@ def test_anchors_are_computed_once_verified_and_refused_when_they_do_not_fit(tin
     load_anchors(folder, _settings(tiny_model_dir, prompt="another prompt", seed=5))
     with pytest.raises(InputError, match="steps"):
         load_anchors(folder, _settings(tiny_model_dir, steps=4))
+    with pytest.raises(InputError, match="consistency"):
+        load_anchors(folder, _settings(tiny_model_dir, consistency="off"))
     with pytest.raises(InputError, match="has no anchors.json"):
         load_anchors(folder.parent / "nowhere", _settings(tiny_model_dir))
     broken = folder.parent / "broken"

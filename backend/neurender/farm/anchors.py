@@ -34,6 +34,8 @@ ANCHORS_VERSION = 1
 ANCHORS_META = "anchors.json"
 ANCHORS_DATA = "anchors.pt"
 ANCHOR_IMAGE = "anchor_{frame:04d}.png"
+ANCHOR_MODES = ("first", "first+prev", "window")
+"""Consistency modes whose cross-frame attention takes the anchors (``engine/attention.py``)."""
 
 
 def anchor_key(settings: RenderSettings) -> dict:
@@ -112,6 +114,8 @@ def load_anchors(folder: Path | str, settings: RenderSettings) -> AnchorSet:
     from neurender.engine.sampler import AnchorFrames
 
     folder = Path(folder)
+    if settings.consistency not in ANCHOR_MODES:
+        raise InputError(f"shared anchors work with consistency {', '.join(ANCHOR_MODES)}, not {settings.consistency!r}")
     meta = read_meta(folder)
     check_compatible(meta, settings, folder)
     data_path = folder / ANCHORS_DATA

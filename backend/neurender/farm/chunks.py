@@ -147,6 +147,12 @@ def render_chunk(
         result.skipped = True
         return result
 
+    if not settings.fixed_noise:
+        log.warning("chunk %s: without fixed noise a frame's noise depends on its place in the chunk, so overlapping "
+                    "chunks disagree more and the render differs from an unchunked one", chunk.frames_arg)
+    if settings.depth_smoothing:
+        log.warning("chunk %s: depth smoothing filters per-frame depth ranges over the chunk's frames only; near chunk "
+                    "borders they differ slightly from a whole-shot render", chunk.frames_arg)
     chunk_settings = replace(settings, frames=f"{chunk.render[0]}-{chunk.render[1]}")
     rendered = run_render(
         JobSpec(pass_dir=Path(pass_dir), out_dir=cdir, settings=chunk_settings, anchors=Path(anchors) if anchors else None),
