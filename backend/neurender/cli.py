@@ -71,6 +71,13 @@ def _lora_arg(text: str) -> LoraSpec:
     return LoraSpec(path=path, weight=weight)
 
 
+def _steps_arg(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--deflicker-steps {text!r}: expected comma-separated step numbers") from None
+
+
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     """Render settings flags (shared by ``render`` and the farm commands). Unset flags keep --settings/defaults."""
     d = argparse.SUPPRESS
@@ -104,6 +111,14 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", dest="batch_size", type=int, default=d, help="frames per model call (memory)")
     p.add_argument("--depth-smoothing", dest="depth_smoothing", type=int, default=d,
                    help="Savitzky-Golay window over per-frame depth ranges (0: one shot-wide range)")
+    p.add_argument("--deflicker-steps", dest="deflicker_steps", type=_steps_arg, default=d, metavar="I,J,...",
+                   help="denoising steps (0-based) at which the in-iteration deflicker runs, e.g. 4,9,14")
+    p.add_argument("--deflicker-space", dest="deflicker_space", choices=("pixel", "latent"), default=d,
+                   help="in-iteration deflicker on decoded frames (DiffSynth) or on latents (cheaper)")
+    p.add_argument("--deflicker-method", dest="deflicker_method", choices=("auto", "exact", "patchmatch"), default=d)
+    p.add_argument("--deflicker-window", dest="deflicker_window", type=int, default=d)
+    p.add_argument("--post-deflicker", dest="post_deflicker", action="store_true", default=d,
+                   help="deflicker the finished frames along the passes' exact motion before writing them")
     p.add_argument("--frames", default=d, help="frame range A-B (default: the whole shot)")
     p.add_argument("--device", choices=DEVICES, default=d)
     p.add_argument("--dtype", choices=DTYPES, default=d)

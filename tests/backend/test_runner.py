@@ -160,3 +160,20 @@ def test_demo_mode_without_model_warns_loudly(passes, tmp_path, monkeypatch):
     frames = sorted((tmp_path / "out").glob("frame_*.png"))
     assert len(frames) == 2
     assert np.asarray(Image.open(frames[0])).std() > 0  # something was rendered, not a blank image
+
+
+def test_cli_flags_reach_the_settings_object():
+    from neurender.cli import build_parser, settings_from_args
+
+    args = build_parser().parse_args(
+        ["render", "p", "--out", "o", "--steps", "10", "--deflicker-steps", "2,5", "--deflicker-space", "latent",
+         "--post-deflicker", "--deflicker-window", "4", "--consistency", "window", "--window-size", "6",
+         "--controlnet", "normal=/m/cn@0.5:0.1:0.9", "--lora", "/m/l.safetensors@0.7", "--no-fixed-noise"])
+    s = settings_from_args(args)
+    assert s.deflicker_steps == [2, 5] and s.deflicker_space == "latent" and s.post_deflicker
+    assert s.deflicker_window == 4 and s.consistency == "window" and s.window_size == 6 and not s.fixed_noise
+    assert (s.controlnets[0].kind, s.controlnets[0].weight, s.controlnets[0].guidance_start) == ("normal", 0.5, 0.1)
+    assert s.loras[0].weight == 0.7
+    with pytest.raises(Exception, match="deflicker step 12"):
+        settings_from_args(build_parser().parse_args(["render", "p", "--out", "o", "--steps", "10",
+                                                      "--deflicker-steps", "12"]))
