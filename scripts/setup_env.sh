@@ -16,7 +16,9 @@ TORCH_SPEC=${NEURENDER_TORCH_SPEC:-torch==2.13.0}
 
 stamp() { sha256sum pyproject.toml scripts/setup_env.sh | sha256sum | cut -c1-16; }
 
-if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.neurender-stamp 2>/dev/null)" != "$(stamp)" ]; then
+if [ "${NEURENDER_SKIP_BACKEND:-0}" = "1" ] && [ -x .venv/bin/python ]; then
+  :  # an existing backend env is left as it is (NEURENDER_SKIP_BACKEND=1: only the Blender side is of interest)
+elif [ ! -x .venv/bin/python ] || [ "$(cat .venv/.neurender-stamp 2>/dev/null)" != "$(stamp)" ]; then
   echo "[setup] backend environment .venv"
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
