@@ -43,7 +43,8 @@ out["ok"] = {"result": run_op(), "error": status.error, "state": status.job_stat
 out["messages"] = list(messages)
 se = scene.sequence_editor
 out["strips"] = [{"channel": s.channel, "start": s.frame_final_start, "end": s.frame_final_end,
-                  "elements": [e.filename for e in s.elements], "directory": s.directory, "ours": bool(s.get("neurender"))}
+                  "elements": [e.filename for e in s.elements], "directory": s.directory,
+                  "ours": bool(s.get("neurender"))}
                  for s in compat.all_strips(se)] if se else []
 
 # The UI path: zipping and uploading on the worker thread, downloading on the watcher thread, the main thread only
