@@ -8,14 +8,15 @@ numbers only, never a pickle of arbitrary objects.
 
 from __future__ import annotations
 
+import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+
+from neurender.frames import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +77,9 @@ def save_checkpoint(path: Path, *, fingerprint: str, step: int, latents: torch.T
         "scheduler": scheduler_state(scheduler),
         "generators": _gen_states(generators),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".ckpt-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, fingerprint: str) -> Optional[dict[str, Any]]:
