@@ -97,8 +97,17 @@ class NEURENDER_PT_consistency(_Base, bpy.types.Panel):
         row.prop(shot, "window_stride")
         col.prop(shot, "batch_size")
         col.prop(shot, "depth_smoothing")
+        if shot.consistency == "keyframes":
+            box = col.box()
+            box.prop(shot, "keyframe_block")
+            box.prop(shot, "img2img_strength")
+            if shot.img2img_strength > 0:
+                box.prop(shot, "inversion_steps")
+                box.prop(shot, "pnp_features")
+                box.prop(shot, "pnp_attention")
         col.separator()
         col.prop(shot, "deflicker_steps")
+        col.prop(shot, "deflicker_space")
         col.prop(shot, "deflicker_method")
         col.prop(shot, "deflicker_window")
         col.prop(shot, "post_deflicker")

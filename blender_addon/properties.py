@@ -70,6 +70,19 @@ class NeurenderShot(bpy.types.PropertyGroup):
     deflicker_method: EnumProperty(name="Deflicker", items=_items(("auto", "exact", "patchmatch")), default="auto")
     deflicker_window: IntProperty(name="Deflicker window", default=3, min=1, max=32)
     post_deflicker: BoolProperty(name="Post deflicker", default=False)
+    deflicker_space: EnumProperty(name="Deflicker space", items=_items(contract.DEFLICKER_SPACES), default="pixel",
+                                  description="In-iteration deflicker on decoded frames (DiffSynth) or on latents "
+                                              "(cheaper)")
+    keyframe_block: IntProperty(name="Keyframe block", default=8, min=1, max=64,
+                                description="Keyframes mode: one random keyframe per block of this many frames")
+    img2img_strength: FloatProperty(name="Restyle strength", default=0.0, min=0.0, max=1.0, subtype="FACTOR",
+                                    description="Keyframes mode: start from the DDIM-inverted beauty render "
+                                                "(0: from noise; lower keeps more of the render's look)")
+    inversion_steps: IntProperty(name="Inversion steps", default=50, min=1, max=1000)
+    pnp_features: FloatProperty(name="Structure injection", default=0.8, min=0.0, max=1.0, subtype="FACTOR",
+                                description="Fraction of steps with the render's decoder features injected")
+    pnp_attention: FloatProperty(name="Attention injection", default=0.5, min=0.0, max=1.0, subtype="FACTOR",
+                                 description="Fraction of steps with the render's attention queries/keys injected")
     device: EnumProperty(name="Device", items=_items(contract.DEVICES, {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS"}),
                          default="cpu")
     dtype: EnumProperty(name="Precision", items=_items(contract.DTYPES), default="float32")
@@ -146,7 +159,9 @@ def to_settings(scene, prefs=None, frames: str = "") -> "contract.RenderSettings
         controlnets=units, consistency=s.consistency, fixed_noise=s.fixed_noise, window_size=s.window_size,
         window_stride=s.window_stride, batch_size=s.batch_size, depth_smoothing=s.depth_smoothing,
         deflicker_steps=_deflicker_steps(s.deflicker_steps), deflicker_method=s.deflicker_method,
-        deflicker_window=s.deflicker_window, post_deflicker=s.post_deflicker, frames=frames, device=s.device,
+        deflicker_window=s.deflicker_window, post_deflicker=s.post_deflicker, deflicker_space=s.deflicker_space,
+        keyframe_block=s.keyframe_block, img2img_strength=s.img2img_strength, inversion_steps=s.inversion_steps,
+        pnp_features=s.pnp_features, pnp_attention=s.pnp_attention, frames=frames, device=s.device,
         dtype=s.dtype, overwrite=s.overwrite,
     )
     settings.check()

@@ -8,6 +8,7 @@ def test_panels_and_preferences_draw(run_scenario):
     for name in ("neurender.render_frame", "neurender.render_animation", "neurender.cancel",
                  "neurender.open_output", "neurender.connect", "prompt", "seed", "steps", "scheduler",
                  "consistency", "deflicker_steps", "render_hook", "weight", "backend_url", "sd_model",
-                 "controlnet_depth", "progress"):
+                 "controlnet_depth", "progress", "keyframe_block", "img2img_strength", "pnp_features",
+                 "deflicker_space", "settings:keyframes:0.5"):
         assert name in calls, name
     assert "label:The backend refused the render settings: steps must be within 1..150" in calls

@@ -77,6 +77,18 @@ class PrefsSelf:
         return getattr(mod.preferences.get(), name)
 
 
+scene.neurender.consistency, scene.neurender.img2img_strength = "keyframes", 0.5  # draws the keyframe options
+for cls in mod.panels.classes:
+    cls.draw(types.SimpleNamespace(layout=Layout()), ctx)
+# Every RenderSettings field is either a scene property or filled in by the add-on itself.
+filled_by_addon = {"model", "controlnets", "loras", "reference_image", "frames"}
+missing = [f for f in mod.neurender_contract.RenderSettings.__dataclass_fields__
+           if f not in filled_by_addon and f not in scene.neurender.bl_rna.properties]
+problems += [f"RenderSettings.{f} has no scene property" for f in missing]
+scene.neurender.controlnets[0].model = "/models/cn-normal.safetensors"
+settings = mod.properties.to_settings(scene)
+calls.append(f"settings:{settings.consistency}:{settings.img2img_strength}")
+
 mod.preferences.get().start_local = True  # draws the local-backend fields
 mod.preferences.NEURENDER_AP_preferences.draw(PrefsSelf(), ctx)
 mod.preferences.get().start_local = False
