@@ -45,7 +45,8 @@ def test_two_shots_rendered_with_one_look_share_their_anchors(tiny_model_dir, sh
     anchors = compute_anchors(shot1, tmp_path / "anchors1", settings, count=2, pipelines=cache)
     look_file = save_look(tmp_path / "toy.nrlook", settings, anchors=anchors.folder, name="toy")
     # the same inputs give the same look file, byte for byte
-    assert save_look(tmp_path / "again.nrlook", settings, anchors=anchors.folder, name="toy").read_bytes() == look_file.read_bytes()
+    again = save_look(tmp_path / "again.nrlook", settings, anchors=anchors.folder, name="toy")
+    assert again.read_bytes() == look_file.read_bytes()
 
     look = open_look(look_file, cache_dir=tmp_path / "looks")
     assert look.name == "toy" and look.anchors is not None

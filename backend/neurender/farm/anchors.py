@@ -85,7 +85,9 @@ def read_meta(folder: Path) -> dict:
     folder = Path(folder)
     meta_path = folder / ANCHORS_META
     if not meta_path.is_file():
-        raise InputError(f"anchors folder {folder} has no {ANCHORS_META}; create it with `neurender anchors PASS_DIR --out {folder}`")
+        raise InputError(
+            f"anchors folder {folder} has no {ANCHORS_META}; create it with `neurender anchors PASS_DIR --out {folder}`"
+        )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -125,7 +127,9 @@ def load_anchors(folder: Path | str, settings: RenderSettings) -> AnchorSet:
         raise InputError(f"anchors data {data_path} cannot be read: {exc}") from None
     digest = _digest(raw)
     if digest != meta.get("digest"):
-        raise InputError(f"anchors data {data_path} does not match its {ANCHORS_META} (corrupt or replaced); compute the anchors again")
+        raise InputError(
+            f"anchors data {data_path} does not match its {ANCHORS_META} (corrupt or replaced); compute the anchors again"
+        )
     payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     controls = payload.get("controls") or None
     frames = AnchorFrames(latents=payload["latents"], controls=controls)
@@ -183,7 +187,10 @@ def compute_anchors(
     if frames:
         missing = sorted(set(frames) - set(shot.frames))
         if missing:
-            raise InputError(f"anchor frames {missing} are not frames of the pass folder {pass_dir} (range {shot.frames[0]}-{shot.frames[-1]})")
+            raise InputError(
+                f"anchor frames {missing} are not frames of the pass folder {pass_dir} "
+                f"(range {shot.frames[0]}-{shot.frames[-1]})"
+            )
         chosen = sorted(set(int(f) for f in frames))
     else:
         chosen = pick_anchor_frames(shot.frames, count)

@@ -52,7 +52,9 @@ def chunk_for(shot_frames: Sequence[int], core: tuple[int, int], overlap: int) -
     lo, hi = max(first, a - overlap), min(last, b + overlap)
     needs = (a > first) + (b < last)  # sides that will blend with a neighbour
     if overlap and needs and b - a + 1 < needs * overlap:
-        raise InputError(f"chunk {a}-{b} has {b - a + 1} frames, fewer than the {needs * overlap} its overlaps of {overlap} need")
+        raise InputError(
+            f"chunk {a}-{b} has {b - a + 1} frames, fewer than the {needs * overlap} its overlaps of {overlap} need"
+        )
     return Chunk(core=(a, b), render=(lo, hi))
 
 
@@ -155,7 +157,7 @@ def render_chunk(
                     "borders they differ slightly from a whole-shot render", chunk.frames_arg)
     chunk_settings = replace(settings, frames=f"{chunk.render[0]}-{chunk.render[1]}")
     rendered = run_render(
-        JobSpec(pass_dir=Path(pass_dir), out_dir=cdir, settings=chunk_settings, anchors=Path(anchors) if anchors else None),
+        JobSpec(Path(pass_dir), cdir, chunk_settings, anchors=Path(anchors) if anchors else None),
         progress=progress,
         cancel=cancel,
         pipelines=pipelines,

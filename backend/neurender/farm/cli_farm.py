@@ -90,7 +90,8 @@ def cmd_anchors(args: argparse.Namespace) -> int:
                                   progress=progress, cancel=CancelToken())
     finally:
         printer.close()
-    _summary(args, {"event": "finished", "anchors": str(anchors.folder), "frames": anchors.frames, "digest": anchors.digest},
+    record = {"event": "finished", "anchors": str(anchors.folder), "frames": anchors.frames, "digest": anchors.digest}
+    _summary(args, record,
              f"anchors of frames {anchors.frames} -> {anchors.folder}")
     return 0
 
@@ -99,8 +100,9 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from neurender.farm.merge import merge_chunks
 
     result = merge_chunks(args.out, final=args.final)
-    _summary(args, {"event": "finished", "written": result.written, "skipped": result.skipped, "pending": result.pending},
-             f"{len(result.written)} frames written, {len(result.skipped)} already there, {len(result.pending)} pending")
+    record = {"event": "finished", "written": result.written, "skipped": result.skipped, "pending": result.pending}
+    _summary(args, record, f"{len(result.written)} frames written, {len(result.skipped)} already there, "
+                           f"{len(result.pending)} pending")
     return 0
 
 
@@ -175,7 +177,8 @@ def register(sub) -> None:
     farm = sub.add_parser("farm", help="render shots as chunks on a Ray cluster")
     farm.add_argument("pass_dirs", type=Path, nargs="+", metavar="PASS_DIR")
     farm.add_argument("--out", type=Path, required=True, help="output folder (one sub-folder per shot for several)")
-    farm.add_argument("--ray-address", dest="ray_address", required=True, help="Ray cluster address, e.g. 10.0.0.5:6379 or auto")
+    farm.add_argument("--ray-address", dest="ray_address", required=True,
+                      help="Ray cluster address, e.g. 10.0.0.5:6379 or auto")
     farm.add_argument("--chunk-size", dest="chunk_size", type=int, default=24)
     farm.add_argument("--overlap", type=int, default=4)
     farm.add_argument("--anchors", type=Path, help="share these precomputed anchors instead of computing them per shot")

@@ -35,7 +35,9 @@ LOOK_VERSION = 1
 LOOK_META = "look.json"
 LOOK_SUFFIX = ".nrlook"
 _NOT_LOOK = ("frames", "overwrite")
-_MEMBER = re.compile(r"^(look\.json|reference\.(png|jpg|jpeg|webp)|anchors/(anchors\.json|anchors\.pt|anchor_\d{4,}\.png))$")
+_MEMBER = re.compile(
+    r"^(look\.json|reference\.(png|jpg|jpeg|webp)|anchors/(anchors\.json|anchors\.pt|anchor_\d{4,}\.png))$"
+)
 
 
 @dataclass
@@ -55,7 +57,9 @@ def look_settings(settings: RenderSettings) -> dict:
     return data
 
 
-def save_look(path: Path | str, settings: RenderSettings, *, anchors: Optional[Path | str] = None, name: str = "") -> Path:
+def save_look(
+    path: Path | str, settings: RenderSettings, *, anchors: Optional[Path | str] = None, name: str = ""
+) -> Path:
     """Write a look file (atomically). ``anchors`` is an anchors folder computed with compatible settings."""
     settings.check()
     path = Path(path)

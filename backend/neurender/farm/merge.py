@@ -52,7 +52,10 @@ class MergeResult:
 
 
 def blend_weight(frame: int, border: int, n: int) -> float:
-    """Weight of the upper chunk for ``frame`` in the zone ``[border - n, border + n - 1]``; ``border`` = its first core frame."""
+    """Weight of the upper chunk for ``frame`` in the zone ``[border - n, border + n - 1]``.
+
+    ``border`` is the upper chunk's first core frame.
+    """
     return (frame - (border - n) + 0.5) / (2 * n)
 
 

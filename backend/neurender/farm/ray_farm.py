@@ -89,7 +89,9 @@ def anchors_task(pass_dir: str, out_dir: str, settings: dict, count: int) -> str
     return out_dir
 
 
-def chunk_task(pass_dir: str, out_dir: str, settings: dict, core: list[int], overlap: int, anchors: Optional[str]) -> dict:
+def chunk_task(
+    pass_dir: str, out_dir: str, settings: dict, core: list[int], overlap: int, anchors: Optional[str]
+) -> dict:
     from neurender.farm.chunks import render_chunk
 
     chunk_settings = RenderSettings.from_dict({**settings, "frames": f"{core[0]}-{core[1]}"})
@@ -159,7 +161,8 @@ def run_farm(shots: list[Shot], options: FarmOptions, *, events: Optional[Callab
             ready, _ = ray.wait(list(pending), num_returns=1)
             ref = ready[0]
             index, chunk = pending.pop(ref)
-            record = {"shot": str(shots[index].pass_dir), "chunk": chunk.frames_arg, "elapsed": round(time.monotonic() - t0, 3)}
+            elapsed = round(time.monotonic() - t0, 3)
+            record = {"shot": str(shots[index].pass_dir), "chunk": chunk.frames_arg, "elapsed": elapsed}
             try:
                 done = ray.get(ref)
             except Exception as exc:  # retries exhausted, or our own error inside the task
@@ -176,7 +179,8 @@ def run_farm(shots: list[Shot], options: FarmOptions, *, events: Optional[Callab
                 continue
             merged = merge_chunks(shot.out_dir, final=True)
             report.frames_written[str(shot.out_dir)] = merged.written
-            emit({"event": "shot_done", "shot": str(shot.pass_dir), "out_dir": str(shot.out_dir), "merged": merged.written})
+            emit({"event": "shot_done", "shot": str(shot.pass_dir), "out_dir": str(shot.out_dir),
+                  "merged": merged.written})
     finally:
         if started:
             ray.shutdown()
