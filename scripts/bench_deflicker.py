@@ -8,7 +8,8 @@ fine noise), as a per-frame diffusion render would flicker. Compared side by sid
 * input -- the flickering frames;
 * naive -- a temporal box average over the window without motion compensation;
 * exact -- the exact-motion blend (``neurender.deflicker.sequence``) with a vector pass made from the analytic flow;
-* patchmatch -- FastBlend-style blending (``neurender.deflicker.fastblend``, balanced) guided by the clean frames;
+* patchmatch -- FastBlend-style blending (``neurender.deflicker.fastblend``, balanced) guided by the clean frames
+  (the "render"); ``--match-style`` adds FastBlend's style term to the patch cost;
 * patchmatch+prior -- the same with the exact motion as PatchMatch prior (small search radius).
 
 Per method: warp error along the exact flow (Lai et al. 2018; occlusion mask from the analytic flows), PSNR vs the
@@ -138,11 +139,12 @@ def exact_blend(styles, flows_next, flows_prev, window):
     return out, clock
 
 
-def patchmatch_blend(styles, clean, window, prior=None, radius=None):
+def patchmatch_blend(styles, clean, window, prior=None, radius=None, match_style=False):
     from neurender.deflicker.fastblend import fastblend
 
     with Clock() as clock:
-        out = fastblend(styles, clean, mode="balanced", window=window, prior=prior, radius=radius)
+        out = fastblend(styles, clean, mode="balanced", window=window, prior=prior, radius=radius,
+                        match_style=match_style)
     return out, clock
 
 
@@ -171,6 +173,7 @@ def main(argv=None) -> int:
     ap.add_argument("--strength", type=float, default=1.0, help="flicker strength")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a contended machine)")
     ap.add_argument("--skip", action="append", default=[], choices=("exact", "patchmatch", "patchmatch+prior"))
+    ap.add_argument("--match-style", action="store_true", help="FastBlend's cost: add SSD(style) to the PatchMatch cost")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = ap.parse_args(argv)
@@ -207,14 +210,14 @@ def main(argv=None) -> int:
         except ImportError as exc:
             print(f"exact-motion blend not available: {exc}")
     if "patchmatch" not in args.skip:
-        out, clock = patchmatch_blend(styles, clean, args.window)
+        out, clock = patchmatch_blend(styles, clean, args.window, match_style=args.match_style)
         row("patchmatch", out, clock)
     if "patchmatch+prior" not in args.skip:
         def prior(i, j):
             """Exact motion i -> j (analytic here; the Vector pass chained in production)."""
             return analytic_flow(mats[i], mats[j], size)
 
-        out, clock = patchmatch_blend(styles, clean, args.window, prior=prior, radius=2)
+        out, clock = patchmatch_blend(styles, clean, args.window, prior=prior, radius=2, match_style=args.match_style)
         row("patchmatch+prior", out, clock)
 
     from neurender.deflicker.patchmatch import estimate_correspondence_pair
