@@ -130,7 +130,12 @@ def run_farm(shots: list[Shot], options: FarmOptions, *, events: Optional[Callab
     started = not ray.is_initialized()
     if started:
         try:
-            ray.init(address=options.address, logging_level=logging.WARNING, log_to_driver=False)
+            extra = {}
+            host = options.address.rsplit(":", 1)[0].strip("[]")
+            if host in ("127.0.0.1", "localhost", "::1"):
+                # A cluster on this machine's loopback: keep the driver there too, not on the public interface.
+                extra["_node_ip_address"] = "127.0.0.1"
+            ray.init(address=options.address, logging_level=logging.WARNING, log_to_driver=False, **extra)
         except ConnectionError as exc:
             raise InputError(f"cannot reach the Ray cluster at {options.address}: {exc}") from None
     report = FarmReport()
