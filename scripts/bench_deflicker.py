@@ -139,11 +139,11 @@ def exact_blend(styles, flows_next, flows_prev, window):
     return out, clock
 
 
-def patchmatch_blend(styles, clean, window, prior=None, radius=None, match_style=False):
+def patchmatch_blend(styles, clean, window, prior=None, radius=None, match_style=False, mode="balanced"):
     from neurender.deflicker.fastblend import fastblend
 
     with Clock() as clock:
-        out = fastblend(styles, clean, mode="balanced", window=window, prior=prior, radius=radius,
+        out = fastblend(styles, clean, mode=mode, window=window, prior=prior, radius=radius,
                         match_style=match_style)
     return out, clock
 
@@ -173,6 +173,8 @@ def main(argv=None) -> int:
     ap.add_argument("--strength", type=float, default=1.0, help="flicker strength")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a contended machine)")
     ap.add_argument("--skip", action="append", default=[], choices=("exact", "patchmatch", "patchmatch+prior"))
+    ap.add_argument("--pm-mode", default="balanced", choices=("balanced", "fast", "accurate"),
+                    help="FastBlend mode of the PatchMatch rows")
     ap.add_argument("--match-style", action="store_true", help="FastBlend's cost: add SSD(style) to the PatchMatch cost")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -192,7 +194,7 @@ def main(argv=None) -> int:
     motion = [PairMotion(flows_next[t], consistency_mask(flows_next[t], flows_prev[t + 1])) for t in range(n - 1)]
     styles = stylise(clean, np.random.default_rng(args.seed), args.strength).astype(np.float32)
     print(f"{n} frames {size}x{size} of skimage '{args.image}', {args.shift} px + {args.degrees} deg per frame, "
-          f"window {args.window}, {args.threads} torch thread(s)", flush=True)
+          f"window {args.window}, PatchMatch mode {args.pm_mode}, {args.threads} torch thread(s)", flush=True)
 
     rows: dict[str, dict] = {}
 
@@ -210,14 +212,15 @@ def main(argv=None) -> int:
         except ImportError as exc:
             print(f"exact-motion blend not available: {exc}")
     if "patchmatch" not in args.skip:
-        out, clock = patchmatch_blend(styles, clean, args.window, match_style=args.match_style)
+        out, clock = patchmatch_blend(styles, clean, args.window, match_style=args.match_style, mode=args.pm_mode)
         row("patchmatch", out, clock)
     if "patchmatch+prior" not in args.skip:
         def prior(i, j):
             """Exact motion i -> j (analytic here; the Vector pass chained in production)."""
             return analytic_flow(mats[i], mats[j], size)
 
-        out, clock = patchmatch_blend(styles, clean, args.window, prior=prior, radius=2, match_style=args.match_style)
+        out, clock = patchmatch_blend(styles, clean, args.window, prior=prior, radius=2, match_style=args.match_style,
+                                      mode=args.pm_mode)
         row("patchmatch+prior", out, clock)
 
     from neurender.deflicker.patchmatch import estimate_correspondence_pair
