@@ -125,12 +125,12 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", default=d, help="render frames that already exist again")
 
 
-def settings_from_args(args: argparse.Namespace) -> RenderSettings:
-    """One typed settings object: --settings JSON (if any), then every flag given on the command line."""
-    data: dict = {}
+def settings_from_args(args: argparse.Namespace, base: Optional[dict] = None) -> RenderSettings:
+    """One typed settings object: ``base`` (e.g. a look's settings), then --settings JSON, then every flag given."""
+    data: dict = dict(base or {})
     if getattr(args, "settings", None):
         try:
-            data = json.loads(Path(args.settings).read_text())
+            data.update(json.loads(Path(args.settings).read_text()))
         except FileNotFoundError:
             raise ContractError(f"settings file {args.settings} does not exist") from None
         except (OSError, json.JSONDecodeError) as exc:

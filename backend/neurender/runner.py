@@ -113,7 +113,7 @@ def run_render(
     """
     # Heavy imports stay inside the call: importing the runner must not import torch.
     from neurender.controls.builder import ControlBuilder
-    from neurender.engine.sampler import LockstepSampler, SamplerOptions
+    from neurender.engine.sampler import LockstepSampler
     from neurender.frames import finished_frames, frame_path, remove_stale_temporaries, write_png_atomic
     from neurender.models.cache import PipelineCache
     from neurender.passes.folder import PassFolder
@@ -170,7 +170,6 @@ def run_render(
         reference = _open_reference(settings.reference_image)
 
     state_path = out_dir / STATE_DIR / "state.pt"
-    units = settings.controlnets
     # deflicker (issue #5): in-iteration hooks from settings.deflicker_steps, with the pass folder's exact motion
     from neurender.deflicker.render_glue import post_deflicker, step_hooks
 
@@ -182,20 +181,7 @@ def run_render(
         strategy = keyframe_strategy(settings, folder, frames, width, height)
     sampler = LockstepSampler(
         pipe=pipe,
-        options=SamplerOptions(
-            steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            scheduler=settings.scheduler,
-            seed=settings.seed,
-            fixed_noise=settings.fixed_noise,
-            consistency=settings.consistency,
-            window_size=settings.window_size,
-            window_stride=settings.window_stride,
-            batch_size=settings.batch_size,
-            control_scales=[u.weight for u in units] or [1.0] * len(kinds),
-            control_start=[u.guidance_start for u in units],
-            control_end=[u.guidance_end for u in units],
-        ),
+        options=sampler_options(settings, len(kinds)),
         num_frames=len(frames),
         height=height,
         width=width,
@@ -237,6 +223,29 @@ def run_render(
     result.frames_written = written
     reporter.update(phase="done", message=f"{len(written)} frames written")
     return result
+
+
+def sampler_options(settings: RenderSettings, control_units: int, **overrides):
+    """The sampler's options for these settings (``overrides`` replace single fields, e.g. ``consistency``)."""
+    from neurender.engine.sampler import SamplerOptions
+
+    units = settings.controlnets
+    options = dict(
+        steps=settings.steps,
+        guidance_scale=settings.guidance_scale,
+        scheduler=settings.scheduler,
+        seed=settings.seed,
+        fixed_noise=settings.fixed_noise,
+        consistency=settings.consistency,
+        window_size=settings.window_size,
+        window_stride=settings.window_stride,
+        batch_size=settings.batch_size,
+        control_scales=[u.weight for u in units] or [1.0] * control_units,
+        control_start=[u.guidance_start for u in units],
+        control_end=[u.guidance_end for u in units],
+    )
+    options.update(overrides)
+    return SamplerOptions(**options)
 
 
 def _load(settings: RenderSettings, cache):

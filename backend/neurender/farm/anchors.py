@@ -173,11 +173,11 @@ def compute_anchors(
     import torch
 
     from neurender.controls.builder import ControlBuilder
-    from neurender.engine.sampler import LockstepSampler, SamplerOptions
+    from neurender.engine.sampler import LockstepSampler
     from neurender.frames import write_bytes_atomic, write_png_atomic
     from neurender.models.cache import PipelineCache
     from neurender.passes.folder import PassFolder
-    from neurender.runner import _load, _open_reference, render_size
+    from neurender.runner import _load, _open_reference, render_size, sampler_options
 
     settings.check()
     if settings.consistency == "off":
@@ -213,22 +213,13 @@ def compute_anchors(
         recorded.append(ctx.latents.detach().to("cpu", torch.float32).clone())
         return None
 
-    units = settings.controlnets
     sampler = LockstepSampler(
         pipe=pipe,
-        options=SamplerOptions(
-            steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            scheduler=settings.scheduler,
-            seed=settings.seed,
-            fixed_noise=settings.fixed_noise,
+        options=sampler_options(
+            settings, len(kinds),
             consistency="window",  # joint attention over all anchors
             window_size=max(len(chosen), 2),
             window_stride=1,
-            batch_size=settings.batch_size,
-            control_scales=[u.weight for u in units] or [1.0] * len(kinds),
-            control_start=[u.guidance_start for u in units],
-            control_end=[u.guidance_end for u in units],
         ),
         num_frames=len(chosen),
         height=height,

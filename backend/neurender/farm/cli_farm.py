@@ -11,29 +11,18 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from neurender.contract import ContractError, RenderSettings
 
 log = logging.getLogger("neurender")
 
 
 def build_settings(args: argparse.Namespace):
     """(settings, look): a look's settings (``--look``), then ``--settings`` JSON, then the flags given."""
+    from neurender.cli import settings_from_args
     from neurender.farm.looks import look_settings, open_look
 
     look = open_look(args.look) if getattr(args, "look", None) else None
     data: dict = look_settings(look.settings) if look is not None else {}
-    if getattr(args, "settings", None):
-        try:
-            data.update(json.loads(Path(args.settings).read_text()))
-        except FileNotFoundError:
-            raise ContractError(f"settings file {args.settings} does not exist") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ContractError(f"settings file {args.settings} is not valid JSON: {exc}") from None
-    settings = RenderSettings.from_dict(data) if data else RenderSettings()
-    for name in RenderSettings.__dataclass_fields__:
-        if hasattr(args, name):
-            setattr(settings, name, getattr(args, name))
-    settings.check()
+    settings = settings_from_args(args, data)
     return settings, look
 
 
