@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -108,6 +109,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=8, help="frames for the timing runs")
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--mem-frames", default="16,64", help="short,long shot for the memory check")
+    ap.add_argument("--repeats", type=int, default=2, help="interleaved repetitions per variant (median)")
     ap.add_argument("--modes", default="off,first,first+prev,window,keyframes")
     args = ap.parse_args()
     if args.child:
@@ -129,22 +131,35 @@ def main() -> int:
             passes[n] = work / f"passes-{width}x{height}-{n}"
             write_synthetic_pass_folder(passes[n], frames=n, width=width, height=height)
         base = {"model": str(models.model), "steps": args.steps, "width": width, "height": height}
-        plain = run_child({**base, "kind": "plain", "frames": args.frames})
-        print(f"\n[{size} model, {width}x{height}]")
-        print(f"  {'diffusers pipeline, per frame':<34} {plain['seconds_per_frame']:8.3f} s/frame   1.00x   "
-              f"peak RSS {plain['peak_rss_mb']:7.0f} MB")
-        for mode in args.modes.split(","):
-            r = run_child({**base, "kind": "neurender", "mode": mode, "frames": args.frames,
-                           "passes": str(passes[args.frames])})
-            ratio = r["seconds_per_frame"] / plain["seconds_per_frame"]
+        modes = args.modes.split(",")
+        runs: dict[str, list[dict]] = {m: [] for m in ["plain", *modes]}
+        for _ in range(args.repeats):  # interleaved, so a noisy minute hits every variant alike
+            for mode in runs:
+                if mode == "plain":
+                    runs[mode].append(run_child({**base, "kind": "plain", "frames": args.frames}))
+                else:
+                    runs[mode].append(run_child({**base, "kind": "neurender", "mode": mode, "frames": args.frames,
+                                                 "passes": str(passes[args.frames])}))
+
+        def median(mode: str, key: str) -> float:
+            return statistics.median(r[key] for r in runs[mode])
+
+        plain_s = median("plain", "seconds_per_frame")
+        print(f"\n[{size} model, {width}x{height}]  (median of {args.repeats} interleaved runs each)")
+        print(f"  {'diffusers pipeline, per frame':<40} {plain_s:8.3f} s/frame   1.00x   "
+              f"peak RSS {median('plain', 'peak_rss_mb'):7.0f} MB")
+        for mode in modes:
+            ratio = median(mode, "seconds_per_frame") / plain_s
             flag = ""
             if mode == "first+prev":
                 ok = ratio <= 1.15
                 flag = "  target <= 1.15x: " + ("met" if ok else "MISSED")
                 if not ok:
                     failures.append(f"{size}: first+prev {ratio:.2f}x")
-            print(f"  {'neurender render --consistency ' + mode:<34} {r['seconds_per_frame']:8.3f} s/frame "
-                  f"{ratio:6.2f}x   peak RSS {r['peak_rss_mb']:7.0f} MB   warp error {r['warp_error']:.5f}{flag}")
+            warp = runs[mode][0].get("warp_error")
+            warp_text = f"   warp error {warp:.5f}" if warp is not None else ""
+            print(f"  {'neurender render --consistency ' + mode:<40} {median(mode, 'seconds_per_frame'):8.3f} s/frame "
+                  f"{ratio:6.2f}x   peak RSS {median(mode, 'peak_rss_mb'):7.0f} MB{warp_text}{flag}")
         mem = {}
         for n in (short, long):
             mem[n] = run_child({**base, "kind": "neurender", "mode": "first+prev", "frames": n, "passes": str(passes[n])})
