@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The test command: sets up the environments if needed, then runs the backend suite (.venv) and the Blender suite
 # once per installed Blender environment (.venv-blender = bpy 4.5; .venv-blender5 = bpy 5.0 unless
-# NEURENDER_BLENDER5=0), each with real bpy. Extra arguments go to every pytest run (e.g. -x, -k name). Slow
-# real-size tests run only with NEURENDER_SLOW=1. NEURENDER_SKIP_BACKEND=1 / NEURENDER_SKIP_BLENDER=1 leave a side out.
+# NEURENDER_BLENDER5=0), each with real bpy. Extra arguments go to every pytest run (e.g. -x, -k name). The whole
+# suite runs by default, slow tier included (the SD 1.5-size smoke run, real-runner kill -9 tests, the local Ray
+# cluster); NEURENDER_FAST=1 leaves the slow tier out while iterating. NEURENDER_SKIP_BACKEND=1 /
+# NEURENDER_SKIP_BLENDER=1 leave a side out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh || exit 1
 report=$(mktemp -d)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DIFFUSERS_OFFLINE=1
-marker="not slow"; [ "${NEURENDER_SLOW:-0}" = "1" ] && marker=""
+marker=""; [ "${NEURENDER_FAST:-0}" = "1" ] && marker="not slow"
 rb=0
 if [ "${NEURENDER_SKIP_BACKEND:-0}" != "1" ]; then
   .venv/bin/python -m pytest tests/backend -q -m "$marker" --junitxml="$report/backend.xml" "$@"; rb=$?

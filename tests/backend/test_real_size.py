@@ -3,8 +3,8 @@
 No pretrained weights can be downloaded here, so the weights are random; everything else is what an artist's
 checkpoint goes through: an original-layout (LDM) single-file .safetensors with SD 1.5's exact key names and shapes,
 loaded with neurender's own offline SD 1.5 configuration (no ``config_dir``), a ControlNet single file, and one frame
-rendered by the real runner. Costs ~1-2 minutes and ~10 GB of RAM on 2 CPU cores, so it runs only with
-NEURENDER_SLOW=1 (``scripts/test.sh`` passes ``-m "not slow"`` otherwise).
+rendered by the real runner. Costs ~1-2 minutes and ~11 GB of RAM on 2 CPU cores: slow tier (``NEURENDER_FAST=1``
+leaves it out).
 """
 
 from __future__ import annotations
