@@ -12,7 +12,7 @@ from neurender.contract import RenderSettings
 from neurender.deflicker.motion import MotionSource
 from neurender.engine.keyframes import KeyframeStrategy, keyframe_neighbours, pick_keyframes
 from neurender.engine.sampler import LockstepSampler, SamplerOptions
-from neurender.engine.tokenflow_correspondence import PassCorrespondences, TokenMap, carry, token_grid
+from neurender.engine.tokenflow_correspondence import PassCorrespondences, carry, token_grid
 from neurender.engine.tokenflow_nn import memory_bound_bytes, nearest_tokens, nearest_tokens_to_keyframes
 from neurender.models.loading import load_pipeline
 from neurender.passes.folder import PassFolder

@@ -9,6 +9,7 @@ import stat
 import time
 import zipfile
 from pathlib import Path
+from typing import Optional
 
 import httpx
 import pytest
@@ -31,7 +32,8 @@ def make_config(tmp_path: Path, **kw) -> ServerConfig:
     return ServerConfig(data_dir=tmp_path / "data", roots=[root], device="cpu", **kw)
 
 
-def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes:
+def zip_bytes(entries: dict[str, bytes], symlinks: Optional[dict[str, str]] = None) -> bytes:
+    symlinks = symlinks or {}
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, data in entries.items():
@@ -43,7 +45,9 @@ def zip_bytes(entries: dict[str, bytes], symlinks: dict[str, str] = {}) -> bytes
     return buf.getvalue()
 
 
-def pass_zip(tmp_path: Path, prefix: str = "shot/", extra: dict[str, bytes] = {}, symlinks: dict[str, str] = {}) -> bytes:
+def pass_zip(tmp_path: Path, prefix: str = "shot/", extra: Optional[dict[str, bytes]] = None,
+             symlinks: Optional[dict[str, str]] = None) -> bytes:
+    extra = extra or {}
     folder = write_fake_pass_folder(tmp_path / "zipsrc", frames=2)
     entries = {prefix + "manifest.json": (folder / "manifest.json").read_bytes(), **extra}
     return zip_bytes(entries, symlinks)
