@@ -70,6 +70,10 @@ class NeurenderShot(bpy.types.PropertyGroup):
     deflicker_method: EnumProperty(name="Deflicker", items=_items(("auto", "exact", "patchmatch")), default="auto")
     deflicker_window: IntProperty(name="Deflicker window", default=3, min=1, max=32)
     post_deflicker: BoolProperty(name="Post deflicker", default=False)
+    deflicker_compensate: BoolProperty(name="Colour compensation", default=False,
+                                       description="After blending, match each frame's colours to its window's input")
+    deflicker_sharpen: BoolProperty(name="Sharpen after blending", default=False,
+                                    description="Contrast and sharpness x1.1 after blending (DiffSynth)")
     deflicker_space: EnumProperty(name="Deflicker space", items=_items(contract.DEFLICKER_SPACES), default="pixel",
                                   description="In-iteration deflicker on decoded frames (DiffSynth) or on latents "
                                               "(cheaper)")
@@ -160,6 +164,7 @@ def to_settings(scene, prefs=None, frames: str = "") -> "contract.RenderSettings
         window_stride=s.window_stride, batch_size=s.batch_size, depth_smoothing=s.depth_smoothing,
         deflicker_steps=_deflicker_steps(s.deflicker_steps), deflicker_method=s.deflicker_method,
         deflicker_window=s.deflicker_window, post_deflicker=s.post_deflicker, deflicker_space=s.deflicker_space,
+        deflicker_compensate=s.deflicker_compensate, deflicker_sharpen=s.deflicker_sharpen,
         keyframe_block=s.keyframe_block, img2img_strength=s.img2img_strength, inversion_steps=s.inversion_steps,
         pnp_features=s.pnp_features, pnp_attention=s.pnp_attention, frames=frames, device=s.device,
         dtype=s.dtype, overwrite=s.overwrite,

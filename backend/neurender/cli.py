@@ -117,6 +117,10 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
                    help="in-iteration deflicker on decoded frames (DiffSynth) or on latents (cheaper)")
     p.add_argument("--deflicker-method", dest="deflicker_method", choices=("auto", "exact", "patchmatch"), default=d)
     p.add_argument("--deflicker-window", dest="deflicker_window", type=int, default=d)
+    p.add_argument("--deflicker-compensate", dest="deflicker_compensate", action="store_true", default=d,
+                   help="after blending, match each frame's colour statistics to its window's input")
+    p.add_argument("--deflicker-sharpen", dest="deflicker_sharpen", action="store_true", default=d,
+                   help="after blending, contrast and sharpness x1.1 (DiffSynth)")
     p.add_argument("--post-deflicker", dest="post_deflicker", action="store_true", default=d,
                    help="deflicker the finished frames along the passes' exact motion before writing them")
     p.add_argument("--frames", default=d, help="frame range A-B (default: the whole shot)")

@@ -322,6 +322,10 @@ class RenderSettings:
     deflicker_method: str = "auto"
     deflicker_window: int = 3
     post_deflicker: bool = False
+    deflicker_compensate: bool = False
+    """After blending, match each frame's colour statistics to its window's input (global colour/brightness flicker)."""
+    deflicker_sharpen: bool = False
+    """After blending, contrast x1.1 and sharpness x1.1 (DiffSynth's remedy for the slight blur of blending)."""
     deflicker_space: str = "pixel"
     """In-iteration deflicker on decoded images (``pixel``, DiffSynth) or directly on the latents (``latent``, cheaper)."""
     frames: str = ""

@@ -125,3 +125,24 @@ def test_pixel_hook_moves_x0_by_the_encoded_change_of_the_decoded_frames(pipe, s
     expected = seen["x0"] + sampler.encode(deflicker(images, -1.0, 1.0)) - sampler.encode(images)
     assert torch.allclose(seen["after"], expected, atol=1e-4)
     assert (seen["after"] - seen["x0"]).abs().max() > 1e-3
+
+
+def test_post_pass_options_sharpen_and_compensate_reach_the_deflicker(scene_folder):
+    from neurender.deflicker.render_glue import post_deflicker
+
+    scene, folder = scene_folder
+    rng = np.random.default_rng(0)
+    frames = scene.frame_numbers
+    images = np.stack([np.clip(scene.combined(f) * rng.uniform(0.7, 1.3), 0, 1) for f in frames]).astype(np.float32)
+
+    def run(**kw):
+        return post_deflicker(images, RenderSettings(deflicker_window=2, **kw), folder, frames)
+
+    def grad(x):
+        return float(np.abs(np.diff(x, axis=2)).mean())
+
+    plain, sharp, comp = run(), run(deflicker_sharpen=True), run(deflicker_compensate=True)
+    assert grad(sharp) > grad(plain) * 1.02
+    assert np.abs(comp - plain).mean() > 1e-4
+    means = [float(x.mean()) for x in comp]
+    assert np.std(means) <= np.std([float(x.mean()) for x in images])

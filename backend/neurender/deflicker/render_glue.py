@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def _options(settings) -> DeflickerOptions:
-    return DeflickerOptions(window=settings.deflicker_window, method=settings.deflicker_method)
+    return DeflickerOptions(window=settings.deflicker_window, method=settings.deflicker_method,
+                            compensate=settings.deflicker_compensate, sharpen=settings.deflicker_sharpen)
 
 
 def step_hooks(settings, folder, frames: Sequence[int], width: int, height: int, vae_scale_factor: int = 8,
