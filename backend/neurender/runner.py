@@ -130,6 +130,8 @@ def run_render(
         from neurender.farm.anchors import load_anchors
 
         anchor_set = load_anchors(spec.anchors, settings)
+    # a bad reference image is bad input too: refused before any model is loaded
+    reference = _open_reference(settings.reference_image) if settings.reference_image else None
     out_dir = Path(spec.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)
@@ -164,10 +166,6 @@ def run_render(
             pipe.control_image_processor.preprocess([controls[frames[p]][kind] for p in positions], height=height, width=width)
             for kind in kinds
         ]
-
-    reference = None
-    if settings.reference_image:
-        reference = _open_reference(settings.reference_image)
 
     state_path = out_dir / STATE_DIR / "state.pt"
     # deflicker (issue #5): in-iteration hooks from settings.deflicker_steps, with the pass folder's exact motion

@@ -116,6 +116,14 @@ def test_bad_inputs_fail_before_any_work_with_clear_errors(tiny_model_dir, passe
         run_render(JobSpec(passes, tmp_path / "o", _settings(tiny_model_dir, model=str(tmp_path / "missing-model"))))
     with pytest.raises(InputError, match="outside|range"):
         run_render(JobSpec(passes, tmp_path / "o", _settings(tiny_model_dir, frames="40-50")))
+    from neurender.models.cache import PipelineCache
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded for a job with bad input")
+
+    with pytest.raises(InputError, match="no-such-ref.png"):
+        run_render(JobSpec(passes, tmp_path / "o", _settings(tiny_model_dir, reference_image=str(tmp_path / "no-such-ref.png"))),
+                   pipelines=PipelineCache(loader=no_load))
     assert not list((tmp_path / "o").glob("frame_*.png")) if (tmp_path / "o").exists() else True
 
 
