@@ -134,11 +134,14 @@ def settings_from_args(args: argparse.Namespace, base: Optional[dict] = None) ->
     data: dict = dict(base or {})
     if getattr(args, "settings", None):
         try:
-            data.update(json.loads(Path(args.settings).read_text()))
+            loaded = json.loads(Path(args.settings).read_text())
         except FileNotFoundError:
             raise ContractError(f"settings file {args.settings} does not exist") from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ContractError(f"settings file {args.settings} is not valid JSON: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ContractError(f"settings file {args.settings} must hold a JSON object of render settings")
+        data.update(loaded)
     settings = RenderSettings.from_dict(data) if data else RenderSettings()
     for name in RenderSettings.__dataclass_fields__:
         if hasattr(args, name):

@@ -153,6 +153,8 @@ def test_cli_settings_file_and_flags_override(tiny_model_dir, passes, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").glob("frame_*.png")) == ["frame_0001.png", "frame_0002.png"]
     path.write_text(json.dumps({**settings, "bogus": 1}))
     assert main(["render", str(passes), "--out", str(tmp_path / "o"), "--settings", str(path)]) == 2
+    path.write_text(json.dumps([settings]))  # valid JSON, but not an object: bad input, not an internal error
+    assert main(["render", str(passes), "--out", str(tmp_path / "o"), "--settings", str(path)]) == 2
 
 
 def test_demo_mode_without_model_warns_loudly(passes, tmp_path, monkeypatch):
