@@ -123,6 +123,13 @@ def test_anchors_are_computed_once_verified_and_refused_when_they_do_not_fit(tin
     mtime = (folder / ANCHORS_DATA).stat().st_mtime_ns
     again = compute_anchors(passes, folder, _settings(tiny_model_dir), count=2, pipelines=cache)
     assert again.digest == anchors.digest and (folder / ANCHORS_DATA).stat().st_mtime_ns == mtime  # not recomputed
+    # the same frame numbers of another shot are not "up to date": that shot's anchors are computed
+    other, reused = folder.parent / "other-passes", folder.parent / "reused"
+    write_synthetic_pass_folder(other, frames=10, width=W, height=H, motion=(0.0, 1.0))
+    shutil.copytree(folder, reused)
+    redone = compute_anchors(other, reused, _settings(tiny_model_dir), count=2, pipelines=cache)
+    assert redone.frames == [1, 10] and redone.digest != anchors.digest
+    assert redone.meta["pass_dir"] == str(other.resolve())
     # a different prompt or seed may use them; different timesteps may not
     load_anchors(folder, _settings(tiny_model_dir, prompt="another prompt", seed=5))
     with pytest.raises(InputError, match="steps"):

@@ -136,14 +136,16 @@ def load_anchors(folder: Path | str, settings: RenderSettings) -> AnchorSet:
     return AnchorSet(folder=folder, frames=[int(f) for f in meta["frames"]], digest=digest, meta=meta, data=frames)
 
 
-def anchors_ready(folder: Path | str, settings: RenderSettings, frames: Sequence[int]) -> bool:
-    """True if ``folder`` already holds complete anchors of these frames for these settings (idempotent reruns)."""
+def anchors_ready(folder: Path | str, settings: RenderSettings, frames: Sequence[int], pass_dir: Path | str) -> bool:
+    """True if ``folder`` already holds complete anchors of these frames of this pass folder for these settings
+    (idempotent reruns; anchors of another shot with the same frame numbers are not reused)."""
     try:
         meta = read_meta(Path(folder))
         check_compatible(meta, settings, Path(folder))
     except InputError:
         return False
-    same = meta.get("frames") == list(frames) and meta.get("settings_hash") == _settings_hash(settings)
+    same = (meta.get("frames") == list(frames) and meta.get("settings_hash") == _settings_hash(settings)
+            and meta.get("pass_dir") == str(Path(pass_dir).resolve()))
     return same and (Path(folder) / ANCHORS_DATA).is_file()
 
 
@@ -194,7 +196,7 @@ def compute_anchors(
         chosen = sorted(set(int(f) for f in frames))
     else:
         chosen = pick_anchor_frames(shot.frames, count)
-    if not settings.overwrite and anchors_ready(out, settings, chosen):
+    if not settings.overwrite and anchors_ready(out, settings, chosen, pass_dir):
         log.info("anchors in %s are up to date (frames %s)", out, chosen)
         return load_anchors(out, settings)
     width, height = render_size(settings, shot.width, shot.height)
