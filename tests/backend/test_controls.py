@@ -214,6 +214,18 @@ def test_per_frame_depth_ranges(leaving):
     assert np.abs(np.diff(got[:, 0])).max() < np.abs(np.diff(raw[:, 0])).max()
 
 
+def test_per_frame_depth_ranges_read_each_frame_once(leaving, monkeypatch):
+    _, pf = leaving
+    expected = per_frame_depth_ranges(pf, 5)
+    monkeypatch.setattr(pf.manifest, "depth_range", None)  # the shot range then comes from a pre-pass too
+    reads = []
+    real_read = pf.read
+    monkeypatch.setattr(pf, "read", lambda f: reads.append(f) or real_read(f))
+    got = per_frame_depth_ranges(pf, 5)
+    assert sorted(reads) == sorted(pf.frames)  # one pre-pass serves both the shot range and the series
+    assert got.keys() == expected.keys() and all(np.isfinite(got[f]).all() for f in got)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Builder
 

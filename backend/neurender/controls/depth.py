@@ -29,11 +29,16 @@ def foreground_range(depth: np.ndarray) -> tuple[float, float] | None:
     return float(finite.min()), float(finite.max())
 
 
-def shot_depth_range(folder: PassFolder) -> tuple[float, float]:
+def frame_depth_ranges(folder: PassFolder) -> list[tuple[float, float] | None]:
+    """``foreground_range`` of every selected frame, in order (one read of each frame)."""
+    return [foreground_range(folder.read(f).depth) for f in folder.frames]
+
+
+def shot_depth_range(folder: PassFolder, ranges: list[tuple[float, float] | None] | None = None) -> tuple[float, float]:
     """The shot-wide (near, far): ``manifest.depth_range`` if given, else min/max of finite depth over all frames.
 
-    The pre-pass reads every selected frame once. A range with near == far (a single flat depth) is widened a little
-    so the normalisation stays defined.
+    The pre-pass reads every selected frame once, unless the per-frame ``ranges`` (``frame_depth_ranges``) are
+    given. A range with near == far (a single flat depth) is widened a little so the normalisation stays defined.
     """
     manifest = folder.manifest
     if manifest.depth_range is not None:
@@ -42,8 +47,7 @@ def shot_depth_range(folder: PassFolder) -> tuple[float, float]:
             near = manifest.clip_start
         return _widen(near, far)
     lo, hi = math.inf, -math.inf
-    for f in folder.frames:
-        r = foreground_range(folder.read(f).depth)
+    for r in frame_depth_ranges(folder) if ranges is None else ranges:
         if r is not None:
             lo, hi = min(lo, r[0]), max(hi, r[1])
     if not math.isfinite(lo):

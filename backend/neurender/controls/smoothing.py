@@ -17,7 +17,7 @@ import logging
 import numpy as np
 from scipy.signal import savgol_filter
 
-from neurender.controls.depth import foreground_range, shot_depth_range
+from neurender.controls.depth import frame_depth_ranges, shot_depth_range
 from neurender.passes.folder import PassFolder
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,12 @@ def per_frame_depth_ranges(folder: PassFolder, window: int, order: int = 2) -> d
     min/max of finite depth is smoothed over time with ``savgol_smooth(window, order)``; frames that show only
     background borrow the shot-wide range before smoothing.
     """
-    shot = shot_depth_range(folder)
     if window == 0:
+        shot = shot_depth_range(folder)
         return {f: shot for f in folder.frames}
-    raw = []
-    for f in folder.frames:
-        r = foreground_range(folder.read(f).depth)
-        raw.append(r if r is not None else shot)
+    ranges = frame_depth_ranges(folder)  # read every frame once, for both the shot range and the series
+    shot = shot_depth_range(folder, ranges)
+    raw = [r if r is not None else shot for r in ranges]
     series = np.asarray(raw, dtype=np.float64)
     smooth = savgol_smooth(series, window, order)
     floor = 0.5 * float(series[:, 0].min())  # a wild overshoot must never make near <= 0
