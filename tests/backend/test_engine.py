@@ -168,6 +168,16 @@ def test_window_groups_cover_every_frame_and_weights_are_triangular():
 def test_window_mode_runs_overlapping_windows(loaded):
     frames = _run(loaded.pipe, 6, [[_control(i) for i in range(6)]], consistency="window", window_size=4, window_stride=2)
     assert frames.shape == (6, H, W, 3) and np.isfinite(frames).all()
+    # one step, windows [0..3] and [2..5]: frame 5's control reaches frame 3 through the joint attention of the
+    # second window (and the blend of the overlap), but not frame 0, which only the first window covers
+    base = [_control(i) for i in range(6)]
+    changed = base[:5] + [_control(55)]
+    kw = dict(consistency="window", window_size=4, window_stride=2, steps=1)
+    a, b = _latents(loaded.pipe, 6, [base], **kw), _latents(loaded.pipe, 6, [changed], **kw)
+    assert float((a[3] - b[3]).abs().mean()) > EFFECT
+    assert torch.equal(a[0], b[0])
+    off = dict(kw, consistency="off", batch_size=4)  # chunks [0..3], [4, 5]: no path from frame 5 to frame 3
+    assert torch.equal(_latents(loaded.pipe, 6, [base], **off)[3], _latents(loaded.pipe, 6, [changed], **off)[3])
 
 
 def test_reference_image_is_an_extra_anchor(loaded):
