@@ -199,7 +199,6 @@ def test_occluded_tokens_fall_back_to_the_frames_own_attention(pipe, tmp_path):
     opts = SamplerOptions(steps=1, seed=1, consistency="keyframes", batch_size=4, control_scales=[1.0])
     LockstepSampler(pipe, opts, 5, H, W, controls=_controls(pipe, 5), prompt="x", strategy=strategy).run()
     assert strategy.ctx.stats["own"] > 0  # the moving square uncovers and hides wall tokens
-    assert strategy.ctx.stats["carried"] >= 0
 
 
 # --------------------------------------------------------------------------------------------------------------
