@@ -71,11 +71,12 @@ def test_cli_exr_sequence_without_passes_uses_patchmatch(shot, tmp_path, monkeyp
         from neurender.deflicker.correspondence import Correspondence
 
         calls.append(init_flow)
-        return Correspondence(torch.zeros(H, W, 2), torch.ones(H, W))
+        c = Correspondence(torch.zeros(H, W, 2), torch.ones(H, W))
+        return c, c
 
-    monkeypatch.setattr("neurender.deflicker.patchmatch.estimate_correspondence", fake)
+    monkeypatch.setattr("neurender.deflicker.patchmatch.estimate_correspondence_pair", fake)
     assert main(["deflicker", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--window", "1"]) == 0
-    assert len(calls) == 4 and all(c is None for c in calls)
+    assert len(calls) == 2 and all(c is None for c in calls)  # one search per frame pair, both directions
     out = [read_image(tmp_path / "out" / f"beauty.{f}.exr") for f in picked]
     assert out[0].kind == "exr" and out[1].rgb.max() > 1.5  # linear HDR values survive
     # with zero motion and full validity the middle frame is the weighted mean of its neighbours

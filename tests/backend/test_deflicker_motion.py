@@ -203,9 +203,11 @@ def test_reprojection_refuses_moving_objects_and_auto_falls_back_to_patchmatch(s
 
     def fake(guide_i, guide_j, init_flow=None, radius=None, **kw):
         calls.append((guide_i.shape, init_flow))
-        return Correspondence(torch.zeros(*guide_i.shape[:2], 2), torch.ones(guide_i.shape[:2]))
+        shape = guide_i.shape[:2]
+        return (Correspondence(torch.zeros(*shape, 2), torch.ones(shape)),
+                Correspondence(torch.full((*shape, 2), 0.5), torch.ones(shape)))
 
-    monkeypatch.setattr("neurender.deflicker.patchmatch.estimate_correspondence", fake)
+    monkeypatch.setattr("neurender.deflicker.patchmatch.estimate_correspondence_pair", fake)
     frames = [np.random.rand(16, 24, 3).astype(np.float32) for _ in range(3)]
     plain = MotionSource(guides=frames)
     assert plain.resolve("auto") == "patchmatch"
@@ -213,6 +215,12 @@ def test_reprojection_refuses_moving_objects_and_auto_falls_back_to_patchmatch(s
         plain.resolve("exact")
     out = plain.correspondence(0, 2, "auto")
     assert out.flow.shape == (16, 24, 2) and calls == [((16, 24, 3), None)]
+    assert float(out.flow.abs().max()) == 0.0
+    # the reverse direction comes from the same search (its backward field), once
+    back = plain.correspondence(2, 0, "auto")
+    assert len(calls) == 1 and torch.equal(back.flow, torch.full((16, 24, 2), 0.5))
+    plain.correspondence(2, 0, "auto")
+    assert len(calls) == 2
     # with passes, PatchMatch starts from the exact motion
     calls.clear()
     ms = MotionSource.from_folder(folder, frames=[1, 2])

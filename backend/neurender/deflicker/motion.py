@@ -115,6 +115,8 @@ class MotionSource:
         self.chain_limit = chain_limit
         self._adjacent: dict[tuple[int, int], Correspondence] = {}
         self._static: dict[int, torch.Tensor] = {}
+        self._reverse: dict[tuple[int, int], Correspondence] = {}
+        """PatchMatch pairs not yet asked for: each search yields both directions (kept until the reverse is used)."""
 
     @classmethod
     def from_folder(cls, folder, *, height: Optional[int] = None, width: Optional[int] = None,
@@ -242,8 +244,9 @@ class MotionSource:
         )
 
     def _patchmatch(self, a: int, b: int, init: Optional[Correspondence]) -> Correspondence:
+        """a -> b by PatchMatch; the b -> a field of the same search is kept for the reverse query."""
         try:
-            from neurender.deflicker.patchmatch import estimate_correspondence
+            from neurender.deflicker.patchmatch import estimate_correspondence_pair
         except ModuleNotFoundError as exc:  # pragma: no cover - the module ships with neurender
             raise InputError("the PatchMatch deflicker is not available in this installation") from exc
         ga, gb = self._guides[a], self._guides[b]
@@ -254,7 +257,9 @@ class MotionSource:
         kwargs = {"init_flow": init.flow if init is not None else None}
         if init is not None:
             kwargs["radius"] = PATCHMATCH_RADIUS_WITH_INIT
-        return estimate_correspondence(ga, gb, **kwargs)
+        forward, backward = estimate_correspondence_pair(ga, gb, **kwargs)
+        self._reverse[(b, a)] = backward
+        return forward
 
     # ----------------------------------------------------------------------------------------------------------
     def correspondence(self, a: int, b: int, method: str = "auto") -> Correspondence:
@@ -266,6 +271,8 @@ class MotionSource:
         resolved = self.resolve(method)
         if resolved == "exact":
             c = self._exact(a, b)
+        elif (a, b) in self._reverse:
+            c = self._reverse.pop((a, b))
         else:
             init = None
             if self._frames and (self._has_vectors() or self._has_cameras()):
@@ -274,8 +281,6 @@ class MotionSource:
                 except InputError:
                     init = None
             c = self._patchmatch(a, b, init)
-            if not isinstance(c, Correspondence):
-                c = Correspondence(*c)
         return c.resized(self.height, self.width)
 
 
