@@ -11,7 +11,7 @@ The guides for a PatchMatch fallback are the Combined pass of the pass folder.
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -27,8 +27,7 @@ def _options(settings) -> DeflickerOptions:
                             compensate=settings.deflicker_compensate, sharpen=settings.deflicker_sharpen)
 
 
-def step_hooks(settings, folder, frames: Sequence[int], width: int, height: int, vae_scale_factor: int = 8,
-               source: Optional[MotionSource] = None) -> list:
+def step_hooks(settings, folder, frames: Sequence[int], width: int, height: int, vae_scale_factor: int = 8) -> list:
     if not settings.deflicker_steps:
         return []
     space = getattr(settings, "deflicker_space", "pixel")
@@ -37,10 +36,7 @@ def step_hooks(settings, folder, frames: Sequence[int], width: int, height: int,
     else:
         h, w = height, width
     # bilinear: fast at every configured step (and a bicubic footprint of 4 latent cells would span 32 px)
-    src = source if source is not None else MotionSource.from_folder(folder, frames=list(frames), height=h, width=w,
-                                                                      interpolation="bilinear")
-    if (src.height, src.width) != (h, w):
-        src.height, src.width = h, w
+    src = MotionSource.from_folder(folder, frames=list(frames), height=h, width=w, interpolation="bilinear")
     log.info("in-iteration deflicker (%s space, %s motion, window %d) at steps %s", space,
              src.resolve(settings.deflicker_method), settings.deflicker_window, sorted(settings.deflicker_steps))
     return [DeflickerHook(Deflicker(src, _options(settings)), settings.deflicker_steps, space=space)]
