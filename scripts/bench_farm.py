@@ -39,36 +39,13 @@ def load_frames(out: Path, frames: list[int]) -> list[np.ndarray]:
 
 
 def warp_errors(pass_dir: Path, out: Path, frames: list[int]) -> np.ndarray:
-    """Per pair (t, t+1) warp error with exact motion: neurender.metrics when present, else the Vector pass directly."""
+    """Per pair (t, t+1) warp error (``neurender.metrics``) along the exact motion of the Vector pass."""
+    from neurender.metrics.motion import exact_motion
+    from neurender.metrics.temporal import warp_errors as metric
+
     images = load_frames(out, frames)
     h, w = images[0].shape[:2]
-    try:
-        from neurender.metrics.motion import exact_motion
-        from neurender.metrics.temporal import warp_errors as metric
-    except ModuleNotFoundError:
-        return _own_warp_errors(pass_dir, images, frames)
     return metric(images, exact_motion(pass_dir, frames, h, w))
-
-
-def _own_warp_errors(pass_dir: Path, images: list[np.ndarray], frames: list[int]) -> np.ndarray:
-    import torch
-
-    from neurender.deflicker.motion import MotionSource
-    from neurender.deflicker.warp import backward_warp
-    from neurender.passes.folder import PassFolder
-
-    h, w = images[0].shape[:2]
-    folder = PassFolder.open(pass_dir, frames=(frames[0], frames[-1]))
-    source = MotionSource.from_folder(folder, frames=frames, height=h, width=w)
-    out = []
-    for k in range(len(frames) - 1):
-        c = source.correspondence(k, k + 1, "exact").resized(h, w)
-        nxt = torch.from_numpy(images[k + 1]).permute(2, 0, 1)[None].float()
-        warped = backward_warp(nxt, c.flow[None])[0].permute(1, 2, 0).numpy()
-        sq = np.square(images[k] - warped).sum(-1)
-        mask = c.mask.numpy() > 0
-        out.append(float(sq[mask].mean()) if mask.any() else np.nan)
-    return np.array(out)
 
 
 def disagreement(out: Path, plan) -> float:
