@@ -82,6 +82,19 @@ def test_blend_weights_cross_fade_linearly_and_symmetrically():
     assert np.allclose(np.diff(w), 1 / 6) and np.allclose(np.array(w) + np.array(w[::-1]), 1.0)
 
 
+def test_several_shots_get_distinct_output_folders(tmp_path):
+    from neurender.farm.cli_farm import shot_out_dirs
+
+    out = tmp_path / "out"
+    assert shot_out_dirs(out, [tmp_path / "sh010" / "passes"]) == [out]
+    assert shot_out_dirs(out, [tmp_path / "sh010", tmp_path / "sh020"]) == [out / "sh010", out / "sh020"]
+    # the usual layout: every shot's pass folder has the same name
+    same = [tmp_path / "show" / "sh010" / "passes", tmp_path / "show" / "sh020" / "passes"]
+    assert shot_out_dirs(out, same) == [out / "sh010" / "passes", out / "sh020" / "passes"]
+    with pytest.raises(InputError, match="twice"):
+        shot_out_dirs(out, [same[0], same[0] / ".." / "passes"])
+
+
 def test_pick_anchor_frames_spreads_over_the_shot():
     assert pick_anchor_frames(range(1, 11), 3) == [1, 6, 10]
     assert pick_anchor_frames(range(1, 11), 1) == [6]

@@ -12,6 +12,8 @@ import json
 import logging
 from pathlib import Path
 
+from neurender.errors import InputError
+
 log = logging.getLogger("neurender")
 
 
@@ -95,16 +97,30 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def shot_out_dirs(out: Path, pass_dirs: list[Path]) -> list[Path]:
+    """``OUT`` for one shot; for several ``OUT/<pass folder name>``, or as many trailing path parts as it takes to
+    tell them apart (``/show/sh010/passes`` and ``/show/sh020/passes`` -> ``OUT/sh010/passes``, ``OUT/sh020/passes``)."""
+    if len(pass_dirs) == 1:
+        return [Path(out)]
+    parts = [Path(p).resolve().parts[1:] for p in pass_dirs]  # without the root: always inside OUT
+    if len(set(parts)) != len(parts):
+        raise InputError("the same pass folder is given twice; each shot needs its own output folder")
+    for k in range(1, max(len(p) for p in parts) + 1):
+        tails = [Path(*p[-k:]) for p in parts]
+        if len(set(tails)) == len(tails):
+            return [Path(out) / t for t in tails]
+    raise InputError("the pass folders cannot be told apart by their paths")  # pragma: no cover - distinct paths
+
+
 def cmd_farm(args: argparse.Namespace) -> int:
     from neurender.farm.ray_farm import FarmOptions, Shot, run_farm
 
     settings, look = build_settings(args)
     shared = args.anchors or (look.anchors if look is not None else None)
-    out = Path(args.out)
     shots = [
-        Shot(pass_dir=p, out_dir=out if len(args.pass_dirs) == 1 else out / p.resolve().name, settings=settings,
-             anchors=shared, compute_anchors=not args.no_anchors, anchor_count=args.anchor_count)
-        for p in args.pass_dirs
+        Shot(pass_dir=p, out_dir=o, settings=settings, anchors=shared, compute_anchors=not args.no_anchors,
+             anchor_count=args.anchor_count)
+        for p, o in zip(args.pass_dirs, shot_out_dirs(Path(args.out), args.pass_dirs))
     ]
     options = FarmOptions(address=args.ray_address, chunk_size=args.chunk_size, overlap=args.overlap,
                           gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, max_retries=args.max_retries)
