@@ -216,7 +216,12 @@ def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = N
         else:
             fetch = functools.partial(c.job, job["id"])
         _job_update(job, None)
-        watcher = worker.JobWatcher(st.worker, fetch, _job_update)
+
+        def on_update(snapshot, error) -> None:
+            if st.watcher is watcher:  # a snapshot queued before a newer submit (or discard) is dropped
+                _job_update(snapshot, error)
+
+        watcher = worker.JobWatcher(st.worker, fetch, on_update)
         st.watcher = watcher
         if blocking:
             watcher.wait()

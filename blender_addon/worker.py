@@ -104,11 +104,13 @@ class JobWatcher:
                 failures = 0
             except BaseException as exc:  # noqa: BLE001
                 failures += 1
-                if failures >= 5:  # the backend went away: report once and stop
+                if failures >= 5 and not self._stop.is_set():  # the backend went away: report once and stop
                     self.worker.results.put((self.on_update, None, exc))
                     return
                 self._stop.wait(self.interval)
                 continue
+            if self._stop.is_set():  # stopped during the fetch: this snapshot belongs to a job no longer watched
+                return
             self.worker.results.put((self.on_update, job, None))
             if job.get("state") in contract.JOB_FINAL_STATES:
                 return

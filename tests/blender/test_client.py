@@ -76,3 +76,25 @@ def test_blocking_worker_runs_inline():
     seen = []
     w.submit(lambda: threading.get_ident(), lambda r, e: seen.append(r))
     assert seen == [threading.get_ident()]
+
+
+def test_a_stopped_watcher_posts_nothing_more():
+    """A snapshot fetched while the watcher was being stopped (a newer job was submitted) is not delivered."""
+    w = worker.Worker()
+    in_fetch, release = threading.Event(), threading.Event()
+    seen = []
+
+    def fetch():
+        in_fetch.set()
+        release.wait(5)
+        return {"id": "old", "state": "running"}
+
+    watcher = worker.JobWatcher(w, fetch, lambda job, err: seen.append(job), interval=0.01)
+    watcher.start()
+    assert in_fetch.wait(5)
+    watcher.stop()
+    release.set()
+    watcher._thread.join(5)
+    assert not watcher._thread.is_alive()
+    w.drain()
+    assert seen == []
