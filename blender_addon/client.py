@@ -7,6 +7,7 @@ The routes and JSON shapes come from the wire contract.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -44,10 +45,12 @@ def _classify_4xx(status: int, detail: str) -> BackendError:
     low = detail.lower()
     if status in (401, 403):
         return BackendError(f"The backend refused the access token: {detail}", UNAUTHORIZED, status)
-    if status == 404 and "job" in low:
-        return BackendError(f"The backend does not know this job: {detail}", NOT_FOUND, status)
+    if status == 404:  # an unknown job, a frame not finished yet, or a URL that is not a neurender route
+        return BackendError(f"Not found on the backend: {detail}", NOT_FOUND, status)
     if _mentions_missing_model(low):
         return BackendError(f"A model could not be loaded: {detail}", MODEL_MISSING, status)
+    if status in (409, 413, 429):  # output folder busy, upload too large, queue full: not the settings' fault
+        return BackendError(f"The backend refused the request: {detail}", BAD_SETTINGS, status)
     return BackendError(f"The backend refused the render settings: {detail}", BAD_SETTINGS, status)
 
 
@@ -84,7 +87,7 @@ class Client:
             if 400 <= exc.code < 500:
                 raise _classify_4xx(exc.code, detail) from None
             raise BackendError(f"The backend failed ({exc.code}): {detail}", SERVER, exc.code) from None
-        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, socket.timeout, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise BackendError(
                 f"The neurender backend at {self.base_url} cannot be reached ({reason}). "

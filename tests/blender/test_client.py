@@ -98,3 +98,29 @@ def test_a_stopped_watcher_posts_nothing_more():
     assert not watcher._thread.is_alive()
     w.drain()
     assert seen == []
+
+
+def test_a_server_that_does_not_speak_http_and_unknown_routes(stub):
+    """A port answered by something else is one clear sentence, not a raw http.client traceback; a 404 is 'not
+    found', whatever the detail says (the stub's unknown route says nothing about a job)."""
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(1)
+        port = srv.getsockname()[1]
+
+        def answer_garbage():
+            conn, _ = srv.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+        t = threading.Thread(target=answer_garbage, daemon=True)
+        t.start()
+        with pytest.raises(client.BackendError) as err:
+            client.Client(f"http://127.0.0.1:{port}", timeout=5).version()
+        t.join(5)
+    assert err.value.kind == client.UNREACHABLE and f"127.0.0.1:{port}" in str(err.value)
+    with pytest.raises(client.BackendError) as err:
+        client.Client(stub.url)._request("POST", "/no/such/route", {})
+    assert err.value.kind == client.NOT_FOUND and err.value.status == 404
+    assert str(err.value) == "Not found on the backend: no such route"
