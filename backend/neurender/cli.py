@@ -304,7 +304,7 @@ def _optional_commands():
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2) if args.verbose else logging.INFO
+    level = logging.DEBUG if args.verbose else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("diffusers", "transformers", "urllib3", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not args.verbose else logging.INFO)

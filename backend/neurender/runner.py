@@ -86,6 +86,37 @@ def fingerprint(settings: RenderSettings, manifest_json: str, frames: list[int],
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def look_fingerprint(settings: RenderSettings, manifest_json: str, size: tuple[int, int]) -> str:
+    """A hash of what decides how the frames look; frame subsets, batching, device and precision are left out so a
+    shot may be rendered into one folder in parts or on other hardware."""
+    data = settings.to_dict()
+    for name in ("overwrite", "frames", "batch_size", "device", "dtype"):
+        data.pop(name, None)
+    blob = json.dumps({"settings": data, "manifest": manifest_json, "size": size}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _claim_output(out_dir: Path, look: str, done: list[int]) -> None:
+    """Refuse to add frames of other settings to a folder holding finished frames (a shot that mixes two looks).
+
+    ``OUT/.neurender/render.json`` records the look fingerprint of the frames in the folder.
+    """
+    from neurender.frames import write_bytes_atomic
+
+    record = out_dir / STATE_DIR / "render.json"
+    try:
+        previous = json.loads(record.read_text()).get("look") if record.exists() else None
+    except (OSError, ValueError, AttributeError):
+        previous = None
+    if done and previous is not None and previous != look:
+        raise InputError(
+            f"{out_dir} already holds {len(done)} frames rendered with other settings; render into another folder "
+            "or use --overwrite to replace them"
+        )
+    if previous != look:
+        write_bytes_atomic(record, json.dumps({"look": look}).encode())
+
+
 class _Reporter:
     def __init__(self, callback: Optional[ProgressCallback], frames_total: int, steps_total: int) -> None:
         self.callback = callback
@@ -136,6 +167,10 @@ def run_render(
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)
     done = [] if settings.overwrite else finished_frames(out_dir, frames)
+    _claim_output(out_dir, look_fingerprint(settings, folder.manifest.to_json(), (width, height)), done)
+    if settings.img2img_strength > 0 and not folder.has_pass("combined"):
+        raise InputError("restyling (img2img strength > 0) needs the Combined (beauty) pass, and this pass folder "
+                         "has none")
     todo = [f for f in frames if f not in done]
     reporter = _Reporter(progress, len(frames), settings.steps)
     result = RenderResult(out_dir=out_dir, frames_skipped=done, anchors_digest=anchor_set.digest if anchor_set else "")

@@ -187,3 +187,18 @@ def test_cli_flags_reach_the_settings_object():
     with pytest.raises(Exception, match="deflicker step 12"):
         settings_from_args(build_parser().parse_args(["render", "p", "--out", "o", "--steps", "10",
                                                       "--deflicker-steps", "12"]))
+
+
+def test_a_folder_of_finished_frames_is_not_mixed_with_frames_of_other_settings(tiny_model_dir, passes, tmp_path):
+    out = tmp_path / "out"
+    run_render(JobSpec(passes, out, _settings(tiny_model_dir, frames="1-2")))
+    # the same look may be rendered in parts (other frames, other batch size) into the same folder
+    assert run_render(JobSpec(passes, out, _settings(tiny_model_dir, frames="3-3", batch_size=1))).frames_written == [3]
+    before = _frames(out)
+    with pytest.raises(InputError, match="other settings"):
+        run_render(JobSpec(passes, out, _settings(tiny_model_dir, prompt="a different prompt")))
+    assert _frames(out) == before  # nothing was touched
+    forced = run_render(JobSpec(passes, out, _settings(tiny_model_dir, prompt="a different prompt", overwrite=True)))
+    assert forced.frames_written == [1, 2, 3, 4, 5]
+    # and from then on the folder belongs to the new look
+    assert run_render(JobSpec(passes, out, _settings(tiny_model_dir, prompt="a different prompt"))).frames_written == []
