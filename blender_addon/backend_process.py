@@ -64,9 +64,16 @@ class LocalBackend:
         env.setdefault("HF_HUB_OFFLINE", "1")
         for var in ("PYTHONHOME", "PYTHONPATH"):  # Blender's own Python must not leak into the backend
             env.pop(var, None)
+        if self._log_file is not None:  # still open from a child that died
+            self._log_file.close()
         self._log_file = open(self.log_path, "ab")
         log.info("starting local backend: %s", " ".join(cmd))
-        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=data_dir)
+        try:
+            self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=data_dir)
+        except OSError:
+            self._log_file.close()
+            self._log_file = None
+            raise
         self.exit_reported = False
         atexit.register(self.stop)
         return self.url
@@ -92,9 +99,11 @@ class LocalBackend:
         """The exit code if the child died, else None (also None when never started)."""
         return None if self.proc is None else self.proc.poll()
 
-    def log_tail(self, lines: int = 5) -> str:
+    def log_tail(self, lines: int = 5, max_bytes: int = 64 * 1024) -> str:
+        """The last ``lines`` lines of the log (only its last ``max_bytes`` are read: the log grows across runs)."""
         try:
             with open(self.log_path, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - max_bytes))
                 return b"\n".join(f.read().splitlines()[-lines:]).decode("utf-8", "replace")
         except OSError:
             return ""

@@ -115,6 +115,8 @@ def _ensure_local(prefs) -> None:
         st.local.start(bpy.path.abspath(prefs.backend_env), data_dir, prefs.resolved_root(), prefs.local_port)
     except FileNotFoundError as exc:
         raise client.BackendError(str(exc), client.UNREACHABLE) from None
+    except OSError as exc:  # e.g. the command is not executable
+        raise client.BackendError(f"The local backend could not be started: {exc}", client.UNREACHABLE) from None
 
 
 def connect(on_done=None) -> None:

@@ -124,3 +124,29 @@ def test_a_server_that_does_not_speak_http_and_unknown_routes(stub):
         client.Client(stub.url)._request("POST", "/no/such/route", {})
     assert err.value.kind == client.NOT_FOUND and err.value.status == 404
     assert str(err.value) == "Not found on the backend: no such route"
+
+
+def test_local_backend_restart_closes_the_old_log_and_reads_only_the_tail(tmp_path):
+    backend_process = load("backend_process")
+    exe = tmp_path / "env" / "bin" / "neurender"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\necho started\nexit 3\n")
+    exe.chmod(0o755)
+    local = backend_process.LocalBackend()
+    data = tmp_path / "data"
+    local.start(str(tmp_path / "env"), str(data), str(tmp_path))
+    assert local.proc.wait(10) == 3
+    first_log = local._log_file
+    local.start(str(tmp_path / "env"), str(data), str(tmp_path))  # the child died: a new one is started
+    assert first_log.closed and not local._log_file.closed
+    local.proc.wait(10)
+    with open(local.log_path, "ab") as f:
+        f.write(b"x" * 200_000 + b"\nlast line\n")
+    assert local.log_tail(2, max_bytes=1000).endswith("last line")
+    assert len(local.log_tail(5, max_bytes=1000)) <= 1000
+    local.stop()
+    assert local._log_file is None
+    exe.chmod(0o644)  # not executable: the log file is not left open either
+    with pytest.raises(PermissionError):
+        local.start(str(tmp_path / "env"), str(data), str(tmp_path))
+    assert local._log_file is None
