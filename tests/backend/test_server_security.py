@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
 import stat
 import time
 import zipfile
@@ -238,3 +239,9 @@ def test_cli_builds_one_config_and_refuses_bad_token_file(tmp_path):
     assert cmd_serve(args) == 2  # refused before binding anything
     bad = build_parser().parse_args(["serve", "--port", "70000", "--data-dir", str(tmp_path / "d")])
     assert cmd_serve(bad) == 2
+    (tmp_path / "a-file").write_text("not a folder")
+    assert cmd_serve(build_parser().parse_args(["serve", "--data-dir", str(tmp_path / "a-file")])) == 2
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    sqlite3.connect(newer / "jobs.sqlite3").execute("PRAGMA user_version=99").connection.close()
+    assert cmd_serve(build_parser().parse_args(["serve", "--data-dir", str(newer)])) == 2

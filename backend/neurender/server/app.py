@@ -223,6 +223,7 @@ class Service:
     def _add(
         self, job_id: str, pass_dir: Path, out_dir: Path, settings: RenderSettings, frames: list[int], uploaded: bool
     ) -> JobRecord:
+        wanted = set(frames)
         return self.store.add(
             job_id=job_id,
             settings=settings.to_dict(),
@@ -231,7 +232,7 @@ class Service:
             frame_start=frames[0],
             frame_end=frames[-1],
             frames_total=len(frames),
-            frames_done=[f for f in scan_frames_done(out_dir, frames[0], frames[-1]) if f in set(frames)],
+            frames_done=[f for f in scan_frames_done(out_dir, frames[0], frames[-1]) if f in wanted],
             uploaded=uploaded,
         )
 

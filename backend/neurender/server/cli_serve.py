@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -109,6 +110,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(config, runner=runner, pipelines=make_pipeline_cache())
     except ContractError as exc:
         log.error("%s", exc)
+        return EXIT_INPUT
+    except (OSError, sqlite3.Error) as exc:  # an unusable --data-dir or job database
+        log.error("cannot use the data folder %s: %s", config.data_dir, exc)
         return EXIT_INPUT
     where = f"http://{config.host}:{config.port}"
     print(f"neurender serve: {where} (data in {config.data_dir})", flush=True)

@@ -121,7 +121,9 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=FULL")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version not in (0, SCHEMA_VERSION):
-            raise RuntimeError(f"job database {self.path} has schema version {version}; expected {SCHEMA_VERSION}")
+            raise sqlite3.DatabaseError(
+                f"job database {self.path} has schema version {version}; expected {SCHEMA_VERSION}"
+            )
         self._db.executescript(_SCHEMA)
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
