@@ -48,8 +48,12 @@ def child(spec: dict) -> dict:
     if spec["kind"] == "plain":
         from PIL import Image
 
+        from neurender.engine.schedulers import make_scheduler
+
         loaded = load_pipeline(model_dir, [("depth", cn)])
         pipe = loaded.pipe
+        # the same DPM++ 2M as the neurender rows: the checkpoint's PNDM runs steps + 1 UNet calls for `steps`
+        pipe.scheduler = make_scheduler("dpmpp_2m", pipe.scheduler.config)
         pipe.set_progress_bar_config(disable=True)
         rng = np.random.RandomState(0)
         controls = [Image.fromarray((rng.rand(height, width, 3) * 255).astype("uint8")) for _ in range(frames)]
