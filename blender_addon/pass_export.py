@@ -176,6 +176,7 @@ def frames_on_disk(folder: str, first: int, last: int) -> list[int]:
 def build_manifest(scene, folder: str, frame_start: int, frame_end: int) -> "contract.PassManifest":
     """Manifest for the EXRs of ``frame_start..frame_end`` present in ``folder`` (steps the scene's frames)."""
     frames = frames_on_disk(folder, frame_start, frame_end)
+    on_disk = set(frames)
     if not frames:
         raise contract.ContractError(f"no pass files {PASS_PREFIX}NNNN.exr for frames {frame_start}-{frame_end} "
                                      f"in {folder}")
@@ -190,7 +191,7 @@ def build_manifest(scene, folder: str, frame_start: int, frame_end: int) -> "con
             scene.frame_set(f)
             camera = frame_camera(scene)
             depths.extend(_geometry_depths(scene, camera))
-            if f in frames:
+            if f in on_disk:
                 entries.append(contract.FrameEntry(frame=f, file=contract.PASS_FILE_PATTERN.format(frame=f),
                                                    camera=camera))
     finally:

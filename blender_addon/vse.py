@@ -56,6 +56,17 @@ def free_channel(scene, start: int, end: int, exclude=()) -> int:
     return channel
 
 
+def _held_names(frames: list[int]) -> list[str]:
+    """File name shown at every frame of ``frames[0]..frames[-1]`` (sorted): a missing frame holds the previous one."""
+    present = set(frames)
+    names, last = [], frames[0]
+    for f in range(frames[0], frames[-1] + 1):
+        if f in present:
+            last = f
+        names.append(contract.FRAME_FILE_PATTERN.format(frame=last))
+    return names
+
+
 def place_result(scene, folder: str, frames: list[int] | None = None):
     """Add (or replace) the neurender image strip for the frames in ``folder``; returns the strip."""
     frames = sorted(frames if frames is not None else result_frames(folder))
@@ -74,12 +85,8 @@ def place_result(scene, folder: str, frames: list[int] | None = None):
     expected = list(range(frames[0], frames[-1] + 1))
     if frames != expected:
         log.warning("neural frames %s are not contiguous; missing frames hold the previous image", frames)
-    by_frame = set(frames)
-    last = frames[0]
-    for f in expected[1:]:
-        if f in by_frame:
-            last = f
-        strip.elements.append(contract.FRAME_FILE_PATTERN.format(frame=last))
+    for name in _held_names(frames)[1:]:
+        strip.elements.append(name)
     strip[TAG] = True
     log.info("neurender strip on channel %d, frames %d-%d", channel, frames[0], frames[-1])
     return strip
@@ -102,8 +109,8 @@ def write_movie(scene, folder: str, frames: list[int], path: str) -> str:
         tmp.frame_start, tmp.frame_end = frames[0], frames[-1]
         se = tmp.sequence_editor_create()
         strip = compat.strips(se).new_image(name="frames", filepath=first, channel=1, frame_start=frames[0])
-        for f in range(frames[0] + 1, frames[-1] + 1):
-            strip.elements.append(contract.FRAME_FILE_PATTERN.format(frame=max(x for x in frames if x <= f)))
+        for name in _held_names(frames)[1:]:
+            strip.elements.append(name)
         r.use_sequencer = True
         compat.set_movie_output(r)
         os.makedirs(os.path.dirname(path), exist_ok=True)

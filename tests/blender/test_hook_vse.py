@@ -44,6 +44,8 @@ def test_hook_renders_submits_waits_and_places_strip(run_scenario, stub):
     assert len(ours2) == 1 and artist2 == artist
     assert ours2[0]["channel"] == 2 and (ours2[0]["start"], ours2[0]["end"]) == (2, 5)
     assert ours2[0]["elements"] == [f"frame_{f:04d}.png" for f in range(2, 5)]
+    # a missing frame holds the previous image, so the strip keeps the frame numbering
+    assert r["gap"] == ["frame_0002.png", "frame_0002.png", "frame_0004.png"]
     # the second run also wrote the optional movie (temporary encoding scene removed again)
     movie = os.path.join(out_dir, "neurender.mp4")
     assert os.path.getsize(movie) > 1000

@@ -48,8 +48,9 @@ scene.frame_start = 2
 shot.make_movie = True
 bpy.ops.render.render(animation=True)
 second = strips()
+gap = [e.filename for e in mod.vse.place_result(scene, status.out_dir, [4, 2]).elements]  # frame 3 missing
 shot.render_hook = False
-common.finish({"scenes": [s.name for s in bpy.data.scenes], "first": first, "second": second, "status": first_status, "messages": messages,
+common.finish({"gap": gap, "scenes": [s.name for s in bpy.data.scenes], "first": first, "second": second, "status": first_status, "messages": messages,
                "configured": configured, "restored_filepath": scene.render.filepath, "own_output": own_output,
                "restored_format": scene.render.image_settings.file_format,
                "restored_use_sequencer": scene.render.use_sequencer, "passes_on_disk": sorted(
