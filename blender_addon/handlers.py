@@ -66,7 +66,14 @@ def on_render_complete(scene, *_args) -> None:
 @persistent
 def on_render_cancel(scene, *_args) -> None:
     global _pending
-    _pending = None
+    job, _pending = _pending, None
+    if job is None or job["scene"] != scene.name:
+        return
+    job = dict(job, cancelled=True)  # the artist hears that nothing was submitted (and a watcher can end)
+    if bpy.app.background:
+        complete(job)
+    else:
+        _deferred.append(job)
 
 
 @persistent
@@ -78,13 +85,16 @@ def on_load_pre(*_args) -> None:
 
 
 def run_deferred() -> None:
-    """Called from the main-thread timer: finish hooked renders that completed in the UI."""
+    """Called from the main-thread timer: finish hooked renders that completed (or were cancelled) in the UI."""
     while _deferred:
         complete(_deferred.pop(0))
 
 
 def complete(job: dict) -> None:
     """Write the manifest for the rendered range and submit it (waits in background mode if asked)."""
+    if job.get("cancelled"):
+        session.passes_cancelled()
+        return
     scene = bpy.data.scenes.get(job["scene"])
     if scene is None:
         return

@@ -301,6 +301,14 @@ def _job_update(job, err) -> None:
         set_message(progress_text(job))
 
 
+def passes_cancelled() -> None:
+    """The pass render of a hooked animation render was cancelled: nothing is submitted."""
+    status = _status()
+    if status is not None and not status.job_id:  # 'rendering passes' ends, so the modal watcher stops too
+        status.job_state = contract.JOB_CANCELLED
+    set_message("Render cancelled; nothing was sent to the neural renderer")
+
+
 def progress_text(job: dict) -> str:
     p = job.get("progress") or {}
     text = (f"Neural render {job.get('state')}: frame {p.get('frames_done', 0)}/{p.get('frames_total', 0)}, "

@@ -43,6 +43,14 @@ shot.model = config["missing_model"]
 out["model_missing"] = op_error(bpy.ops.neurender.render_frame)
 shot.model = ""
 
+# the artist cancels the pass render of a hooked Render Animation: told so, and the 'rendering passes' state ends
+status.job_id, status.job_state = "", "rendering passes"
+shot.render_hook = True
+mod.handlers.on_render_init(scene)
+mod.handlers.on_render_cancel(scene)
+shot.render_hook = False
+out["render_cancelled"] = {"state": status.job_state, "message": status.message, "jobs": len(status.job_id)}
+
 # progress while waiting: every snapshot becomes a status message
 messages = []
 orig = mod.session.set_message
