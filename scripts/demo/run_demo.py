@@ -51,6 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--samples", type=int, default=8)
     args = ap.parse_args(argv)
+    if bool(args.model) != bool(args.controlnet):  # one without the other: the empty one became the current folder
+        ap.error("--model and --controlnet go together (an SD 1.5 model and its depth ControlNet)")
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     t0 = time.monotonic()
