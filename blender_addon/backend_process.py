@@ -51,8 +51,9 @@ class LocalBackend:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, env_dir: str, data_dir: str, root: str, port: int = 0) -> str:
-        """Start ``neurender serve``; returns its URL. A running one is reused."""
+    def start(self, env_dir: str, data_dir: str, root: str, port: int = 0, model_roots=()) -> str:
+        """Start ``neurender serve``; returns its URL. A running one is reused. ``model_roots``: folders holding the
+        models set in the preferences, allowed as model paths even outside ``root``."""
         if self.running:
             return self.url
         exe = executable(env_dir)
@@ -60,6 +61,8 @@ class LocalBackend:
         self.port = port or free_port()
         self.log_path = os.path.join(data_dir, "serve.log")
         cmd = [exe, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", data_dir, "--root", root]
+        for folder in sorted({f for f in model_roots if f}):
+            cmd += ["--model-root", folder]
         env = dict(os.environ)
         env.setdefault("HF_HUB_OFFLINE", "1")
         for var in ("PYTHONHOME", "PYTHONPATH"):  # Blender's own Python must not leak into the backend

@@ -82,6 +82,11 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
         """Whether jobs go by path (True) or by upload/download (False) for the backend at ``url``."""
         return remote.shares_disk(self.shared_disk, url or self.backend_url, self.start_local)
 
+    def model_folders(self) -> list[str]:
+        """Folders of the checkpoint and ControlNets set here (a local backend may read models from them)."""
+        paths = [bpy.path.abspath(self.sd_model)] + [self.controlnet_path(k) for k in ("depth", "normal", "edges")]
+        return [os.path.dirname(os.path.abspath(p.rstrip("/\\"))) for p in paths if p]
+
     def resolved_root(self) -> str:
         return os.path.abspath(bpy.path.abspath(self.backend_root)) if self.backend_root else os.path.expanduser("~")
 

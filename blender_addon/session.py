@@ -112,7 +112,8 @@ def _ensure_local(prefs) -> None:
         return
     data_dir = bpy.utils.extension_path_user(__package__, path="backend", create=True)
     try:
-        st.local.start(bpy.path.abspath(prefs.backend_env), data_dir, prefs.resolved_root(), prefs.local_port)
+        st.local.start(bpy.path.abspath(prefs.backend_env), data_dir, prefs.resolved_root(), prefs.local_port,
+                       model_roots=prefs.model_folders())
     except FileNotFoundError as exc:
         raise client.BackendError(str(exc), client.UNREACHABLE) from None
     except OSError as exc:  # e.g. the command is not executable

@@ -187,6 +187,7 @@ def main() -> int:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--data-dir")
     ap.add_argument("--root")
+    ap.add_argument("--model-root", action="append", default=[])
     args = ap.parse_args()
     stub = StubBackend(step_delay=float(os.environ.get("STUB_STEP_DELAY", "0.01")))
     stub.start(args.port)

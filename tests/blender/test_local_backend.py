@@ -18,6 +18,9 @@ def test_local_backend_lifecycle(run_scenario, tmp_path):
     assert r["url"].startswith("http://127.0.0.1:")
     assert "local backend exited" in r["died_error"] and r["died_connected"] is False
     assert r["restarted"] is True
+    args = r["args"]  # the folders of the preferences' models are allowed as model paths on the local backend
+    roots = [args[i + 1] for i, a in enumerate(args) if a == "--model-root"]
+    assert roots == ["/models/controlnets", "/models/sd15"]
     assert "CHILD_ALIVE_AFTER_DISABLE False" in r["_log"]
 
 

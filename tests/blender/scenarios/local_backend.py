@@ -11,6 +11,8 @@ import bpy  # noqa: E402
 prefs = mod.preferences.get()
 prefs.start_local = True
 prefs.backend_env = config["env"]
+prefs.sd_model = "/models/sd15/v1-5.safetensors"
+prefs.controlnet_depth = "/models/controlnets/depth"
 status = bpy.context.window_manager.neurender
 out = {}
 try:
@@ -23,6 +25,7 @@ out["info"] = status.backend_info
 local = mod.session.state().local
 out["url"] = local.url
 out["pid"] = local.proc.pid if local.proc else None
+out["args"] = list(local.proc.args) if local.proc else []
 versions = mod.session.make_client().version()
 out["version"] = versions.get("backend_version")
 
