@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -77,7 +78,7 @@ def child(spec: dict) -> dict:
             if p.phase == "done":
                 marks["end"] = time.perf_counter()
 
-        out = Path(tempfile.mkdtemp(prefix="bench-out-"))
+        out = Path(tempfile.mkdtemp(prefix="bench-out-", dir=spec.get("tmp")))
         result = run_render(JobSpec(pass_dir=Path(spec["passes"]), out_dir=out, settings=settings), progress=progress)
         seconds = marks["end"] - marks["start"]
         warp = _warp_error(Path(spec["passes"]), out, result.frames_written, height, width)
@@ -127,52 +128,55 @@ def main() -> int:
     short, long = (int(x) for x in args.mem_frames.split(","))
     failures = []
     print(f"neurender core benchmark: {args.frames} frames x {args.steps} steps (DPM++ 2M, CFG 7.5), 2 threads")
-    for size in args.sizes.split(","):
-        width, height = RES[size]
-        models = build_random_model(work / size, size=size, control_kinds=("depth",))
-        passes = {}
-        for n in sorted({args.frames, short, long}):
-            passes[n] = work / f"passes-{width}x{height}-{n}"
-            write_synthetic_pass_folder(passes[n], frames=n, width=width, height=height)
-        base = {"model": str(models.model), "steps": args.steps, "width": width, "height": height}
-        modes = args.modes.split(",")
-        runs: dict[str, list[dict]] = {m: [] for m in ["plain", *modes]}
-        for _ in range(args.repeats):  # interleaved, so a noisy minute hits every variant alike
-            for mode in runs:
-                if mode == "plain":
-                    runs[mode].append(run_child({**base, "kind": "plain", "frames": args.frames}))
-                else:
-                    runs[mode].append(run_child({**base, "kind": "neurender", "mode": mode, "frames": args.frames,
-                                                 "passes": str(passes[args.frames])}))
+    try:  # models, pass folders and frames live under `work` (hundreds of MB for the mid model)
+        for size in args.sizes.split(","):
+            width, height = RES[size]
+            models = build_random_model(work / size, size=size, control_kinds=("depth",))
+            passes = {}
+            for n in sorted({args.frames, short, long}):
+                passes[n] = work / f"passes-{width}x{height}-{n}"
+                write_synthetic_pass_folder(passes[n], frames=n, width=width, height=height)
+            base = {"model": str(models.model), "steps": args.steps, "width": width, "height": height, "tmp": str(work)}
+            modes = args.modes.split(",")
+            runs: dict[str, list[dict]] = {m: [] for m in ["plain", *modes]}
+            for _ in range(args.repeats):  # interleaved, so a noisy minute hits every variant alike
+                for mode in runs:
+                    if mode == "plain":
+                        runs[mode].append(run_child({**base, "kind": "plain", "frames": args.frames}))
+                    else:
+                        runs[mode].append(run_child({**base, "kind": "neurender", "mode": mode, "frames": args.frames,
+                                                     "passes": str(passes[args.frames])}))
 
-        def median(mode: str, key: str) -> float:
-            return statistics.median(r[key] for r in runs[mode])
+            def median(mode: str, key: str) -> float:
+                return statistics.median(r[key] for r in runs[mode])
 
-        plain_s = median("plain", "seconds_per_frame")
-        print(f"\n[{size} model, {width}x{height}]  (median of {args.repeats} interleaved runs each)")
-        print(f"  {'diffusers pipeline, per frame':<40} {plain_s:8.3f} s/frame   1.00x   "
-              f"peak RSS {median('plain', 'peak_rss_mb'):7.0f} MB")
-        for mode in modes:
-            ratio = median(mode, "seconds_per_frame") / plain_s
-            flag = ""
-            if mode == "first+prev":
-                ok = ratio <= 1.15
-                flag = "  target <= 1.15x: " + ("met" if ok else "MISSED")
-                if not ok:
-                    failures.append(f"{size}: first+prev {ratio:.2f}x")
-            warp = runs[mode][0].get("warp_error")
-            warp_text = f"   warp error {warp:.5f}" if warp is not None else ""
-            print(f"  {'neurender render --consistency ' + mode:<40} {median(mode, 'seconds_per_frame'):8.3f} s/frame "
-                  f"{ratio:6.2f}x   peak RSS {median(mode, 'peak_rss_mb'):7.0f} MB{warp_text}{flag}")
-        mem = {}
-        for n in (short, long):
-            mem[n] = run_child({**base, "kind": "neurender", "mode": "first+prev", "frames": n, "passes": str(passes[n])})
-        growth = mem[long]["peak_rss_mb"] / mem[short]["peak_rss_mb"] - 1
-        ok = abs(growth) <= 0.10
-        if not ok:
-            failures.append(f"{size}: memory growth {growth:+.1%}")
-        print(f"  peak RSS first+prev: {short} frames {mem[short]['peak_rss_mb']:.0f} MB, {long} frames "
-              f"{mem[long]['peak_rss_mb']:.0f} MB -> {growth:+.1%}  target within 10%: {'met' if ok else 'MISSED'}")
+            plain_s = median("plain", "seconds_per_frame")
+            print(f"\n[{size} model, {width}x{height}]  (median of {args.repeats} interleaved runs each)")
+            print(f"  {'diffusers pipeline, per frame':<40} {plain_s:8.3f} s/frame   1.00x   "
+                  f"peak RSS {median('plain', 'peak_rss_mb'):7.0f} MB")
+            for mode in modes:
+                ratio = median(mode, "seconds_per_frame") / plain_s
+                flag = ""
+                if mode == "first+prev":
+                    ok = ratio <= 1.15
+                    flag = "  target <= 1.15x: " + ("met" if ok else "MISSED")
+                    if not ok:
+                        failures.append(f"{size}: first+prev {ratio:.2f}x")
+                warp = runs[mode][0].get("warp_error")
+                warp_text = f"   warp error {warp:.5f}" if warp is not None else ""
+                print(f"  {'neurender render --consistency ' + mode:<40} {median(mode, 'seconds_per_frame'):8.3f} s/frame "
+                      f"{ratio:6.2f}x   peak RSS {median(mode, 'peak_rss_mb'):7.0f} MB{warp_text}{flag}")
+            mem = {}
+            for n in (short, long):
+                mem[n] = run_child({**base, "kind": "neurender", "mode": "first+prev", "frames": n, "passes": str(passes[n])})
+            growth = mem[long]["peak_rss_mb"] / mem[short]["peak_rss_mb"] - 1
+            ok = abs(growth) <= 0.10
+            if not ok:
+                failures.append(f"{size}: memory growth {growth:+.1%}")
+            print(f"  peak RSS first+prev: {short} frames {mem[short]['peak_rss_mb']:.0f} MB, {long} frames "
+                  f"{mem[long]['peak_rss_mb']:.0f} MB -> {growth:+.1%}  target within 10%: {'met' if ok else 'MISSED'}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     print("\nmissed targets: " + ("; ".join(failures) if failures else "none"))
     return 0
 
