@@ -17,8 +17,16 @@ class NEURENDER_OT_render_frame(bpy.types.Operator):
         frame = scene.frame_current
         try:
             properties.to_settings(scene, preferences.get(context))  # bad settings stop us before rendering
+        except contract.ContractError as exc:
+            self.report({"ERROR"}, f"Bad settings: {exc}")
+            return {"CANCELLED"}
+        try:
             with handlers.suspended():
                 pass_export.export_passes(scene, frame, frame)
+        except (contract.ContractError, OSError, RuntimeError) as exc:  # no camera, unwritable output, render failed
+            self.report({"ERROR"}, f"The passes of frame {frame} could not be rendered: {exc}")
+            return {"CANCELLED"}
+        try:
             session.submit_job(scene, frame, frame)
         except contract.ContractError as exc:
             self.report({"ERROR"}, f"Bad settings: {exc}")

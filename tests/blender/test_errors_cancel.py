@@ -28,6 +28,7 @@ def test_errors_progress_and_cancel(run_scenario, stub, tmp_path):
     assert "Bad settings" in r["bad_settings"]["error"] and "deflicker step 9" in r["bad_settings"]["error"]
     assert "model could not be loaded" in r["model_missing"]["error"]
     assert "nowhere" in r["model_missing"]["error"]
+    assert "passes of frame" in r["no_camera"]["error"] and "Traceback" not in r["no_camera"]["error"], r["no_camera"]
     # nothing was sent for the bad settings nor the cancelled pass render: only the one frame and the cancelled job
     assert len(stub.jobs) == 2
     assert r["render_cancelled"] == {"state": "cancelled", "jobs": 0,

@@ -42,6 +42,9 @@ shot.deflicker_steps = ""
 shot.model = config["missing_model"]
 out["model_missing"] = op_error(bpy.ops.neurender.render_frame)
 shot.model = ""
+camera, scene.camera = scene.camera, None  # a pass render that cannot happen is one clear report, not a traceback
+out["no_camera"] = op_error(bpy.ops.neurender.render_frame)
+scene.camera = camera
 
 # the artist cancels the pass render of a hooked Render Animation: told so, and the 'rendering passes' state ends
 status.job_id, status.job_state = "", "rendering passes"
