@@ -57,6 +57,33 @@ class CrossFrameState:
     processors: list["CrossFrameAttnProcessor"] = field(default_factory=list)
 
 
+def attention_input(attn, hidden_states: torch.Tensor, temb: Optional[torch.Tensor]):
+    """The stock processor's preamble: spatial norm, (B, C, H, W) -> (B, HW, C), group norm.
+
+    Returns the tokens and the 4-D shape to restore (None for 3-D input)."""
+    if attn.spatial_norm is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    spatial = None
+    if hidden_states.ndim == 4:
+        spatial = hidden_states.shape
+        b, c, h, w = spatial
+        hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    return hidden_states, spatial
+
+
+def attention_output(attn, out: torch.Tensor, residual: torch.Tensor, spatial) -> torch.Tensor:
+    """The stock processor's epilogue: output projection, dropout, 4-D shape, residual, rescale."""
+    out = attn.to_out[0](out)
+    out = attn.to_out[1](out)
+    if spatial is not None:
+        out = out.transpose(-1, -2).reshape(spatial)
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
+
+
 class CrossFrameAttnProcessor:
     """A self-attention processor whose keys/values come from anchor frames (see module docstring)."""
 
@@ -86,15 +113,8 @@ class CrossFrameAttnProcessor:
             self._step = state.step
             self.reset()
         residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            batch_size, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+        hidden_states, spatial = attention_input(attn, hidden_states, temb)
         batch_size, tokens, _ = hidden_states.shape
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
 
         query = attn.to_q(hidden_states)
         if encoder_hidden_states is None:
@@ -134,13 +154,7 @@ class CrossFrameAttnProcessor:
             mask = mask.view(batch_size, attn.heads, -1, mask.shape[-1])
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
         out = out.transpose(1, 2).reshape(batch_size, tokens, attn.heads * head_dim).to(q.dtype)
-        out = attn.to_out[0](out)
-        out = attn.to_out[1](out)
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(batch_size, channel, height, width)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return attention_output(attn, out, residual, spatial)
 
     def _gather(self, query, key, value, batch: FrameBatch, state: CrossFrameState):
         """Rearrange (cfg*n, T, C) projections into per-sequence query and key/value token sets."""

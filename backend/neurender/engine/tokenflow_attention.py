@@ -26,7 +26,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from neurender.engine.attention import CrossFrameState
+from neurender.engine.attention import CrossFrameState, attention_input
 from neurender.engine.tokenflow_correspondence import carry, token_grid
 
 
@@ -81,14 +81,7 @@ class KeyframeAttnProcessor:
             self._step = ctx.cross.step
             self.outputs = self.inputs = self.ref = None
         residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        input_ndim = hidden_states.ndim
-        if input_ndim == 4:
-            b4, channel, height, width = hidden_states.shape
-            hidden_states = hidden_states.view(b4, channel, height * width).transpose(1, 2)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        hidden_states, spatial = attention_input(attn, hidden_states, temb)
         batch = ctx.cross.batch
         special = (
             encoder_hidden_states is None and attention_mask is None and batch is not None and ctx.phase != "off"
@@ -104,8 +97,8 @@ class KeyframeAttnProcessor:
             out = self._propagate(attn, hidden_states, batch.cfg, batch.positions)
         else:
             out = self._own(attn, hidden_states, batch.cfg, len(batch.positions))
-        if input_ndim == 4:
-            out = out.transpose(-1, -2).reshape(b4, channel, height, width)
+        if spatial is not None:
+            out = out.transpose(-1, -2).reshape(spatial)
         if attn.residual_connection:
             out = out + residual
         return out / attn.rescale_output_factor
