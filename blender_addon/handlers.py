@@ -3,8 +3,9 @@
 
 The passes themselves are the render output (configured when the option is switched on). On ``render_complete``
 the manifest (cameras, shot-wide depth range) is written and the job submitted; in background mode this happens
-right away and waits for the job, in the UI it is deferred to the main-thread timer because render handlers may
-run on the render thread there. Every handler added here is removed in ``unregister`` (bpy 4.5 hangs at exit
+right away and waits for the job, in the UI it is posted to the session's main-thread queue (drained by the
+timer) because render handlers may run on the render thread there. This module imports ``session``, never the
+reverse. Every handler added here is removed in ``unregister`` (bpy 4.5 hangs at exit
 otherwise).
 """
 
@@ -23,8 +24,8 @@ from . import neurender_contract as contract
 log = logging.getLogger(__name__)
 
 _pending: Optional[dict] = None
-_deferred: list[dict] = []
 _suspended = 0
+_generation = 0  # bumped when another file loads: completions queued for the old file are dropped
 
 
 @contextlib.contextmanager
@@ -57,10 +58,7 @@ def on_render_complete(scene, *_args) -> None:
     job, _pending = _pending, None
     if job is None or job["scene"] != scene.name:
         return
-    if bpy.app.background:
-        complete(job)
-    else:
-        _deferred.append(job)
+    _finish_on_main_thread(job)
 
 
 @persistent
@@ -69,25 +67,30 @@ def on_render_cancel(scene, *_args) -> None:
     job, _pending = _pending, None
     if job is None or job["scene"] != scene.name:
         return
-    job = dict(job, cancelled=True)  # the artist hears that nothing was submitted (and a watcher can end)
+    _finish_on_main_thread(dict(job, cancelled=True))  # the artist hears that nothing was submitted
+
+
+def _finish_on_main_thread(job: dict) -> None:
+    """Run ``complete(job)`` now in background mode; in the UI through the session's one main-thread queue (render
+    handlers may run on the render thread there), unless another file was loaded in between."""
     if bpy.app.background:
         complete(job)
-    else:
-        _deferred.append(job)
+        return
+    generation = _generation
+
+    def run(*_args) -> None:
+        if generation == _generation:
+            complete(job)
+
+    session.post_main(run)
 
 
 @persistent
 def on_load_pre(*_args) -> None:
-    global _pending
+    global _pending, _generation
     _pending = None
-    _deferred.clear()
+    _generation += 1
     session.discard()
-
-
-def run_deferred() -> None:
-    """Called from the main-thread timer: finish hooked renders that completed (or were cancelled) in the UI."""
-    while _deferred:
-        complete(_deferred.pop(0))
 
 
 def complete(job: dict) -> None:
@@ -124,10 +127,10 @@ def register() -> None:
 
 
 def unregister() -> None:
-    global _pending
+    global _pending, _generation
     for name, fn in _HANDLERS:
         lst = getattr(bpy.app.handlers, name)
         while fn in lst:
             lst.remove(fn)
     _pending = None
-    _deferred.clear()
+    _generation += 1

@@ -369,10 +369,16 @@ def cancel_job() -> bool:
     return True
 
 
-# -- main-thread pump --------------------------------------------------------------------------------------------
+# -- main-thread queue and pump ---------------------------------------------------------------------------------
+
+def post_main(fn) -> None:
+    """From any thread: run ``fn(None, None)`` on the main thread at the next ``pump`` (the worker's one queue)."""
+    state().worker.post(fn)
+
 
 def pump() -> Optional[float]:
-    """``bpy.app.timers`` function: run worker callbacks on the main thread; watch the local backend."""
+    """``bpy.app.timers`` function: run the main-thread queue (worker callbacks, finished hooked renders); watch
+    the local backend."""
     st = _state
     if st is None:
         return TIMER_INTERVAL
@@ -385,9 +391,6 @@ def pump() -> Optional[float]:
             if status is not None:
                 status.connected = False
             set_message("", f"The local backend exited (code {code}): {st.local.log_tail(3)}")
-        from . import handlers  # render hook work deferred to the main thread
-
-        handlers.run_deferred()
     except Exception:  # noqa: BLE001 - the timer must survive
         log.exception("neurender timer")
     return TIMER_INTERVAL
