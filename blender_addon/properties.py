@@ -48,7 +48,8 @@ class NeurenderShot(bpy.types.PropertyGroup):
     guidance_scale: FloatProperty(name="Guidance", default=7.5, min=0.0, max=50.0)
     scheduler: EnumProperty(name="Scheduler", items=_items(contract.SCHEDULERS, {"dpmpp_2m": "DPM++ 2M",
                                                                                  "euler_a": "Euler a",
-                                                                                 "ddim": "DDIM"}),
+                                                                                 "ddim": "DDIM", "lcm": "LCM",
+                                                                                 "tcd": "TCD"}),
                             default="dpmpp_2m")
     width: IntProperty(name="Width", default=0, min=0, max=contract.MAX_RESOLUTION, step=8,
                        description="0: the render resolution rounded down to a multiple of 8")

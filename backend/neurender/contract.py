@@ -47,7 +47,9 @@ DEPTH_BACKGROUND_THRESHOLD = 1e9
 # The pass names the backend understands (keys of ``PassManifest.passes``).
 KNOWN_PASSES = ("depth", "normal", "vector", "object_index", "combined")
 
-SCHEDULERS = ("ddim", "euler_a", "dpmpp_2m")
+SCHEDULERS = ("ddim", "euler_a", "dpmpp_2m", "lcm", "tcd")
+FEW_STEP_SCHEDULERS = ("lcm", "tcd")
+"""Consistency-distilled samplers (LCM-LoRA, TCD / Hyper-SD LoRAs): at most 50 steps (their distillation schedule)."""
 CONSISTENCY_MODES = ("off", "first", "first+prev", "window", "keyframes")
 CONTROL_KINDS = ("depth", "normal", "edges")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -348,6 +350,8 @@ class RenderSettings:
             raise ContractError("guidance scale must be within 0..50")
         if self.scheduler not in SCHEDULERS:
             raise ContractError(f"scheduler {self.scheduler!r} is not one of {', '.join(SCHEDULERS)}")
+        if self.scheduler in FEW_STEP_SCHEDULERS and self.steps > 50:
+            raise ContractError(f"scheduler {self.scheduler} takes at most 50 steps (typically 2-8)")
         for name, value in (("width", self.width), ("height", self.height)):
             if value != 0 and not (8 <= value <= MAX_RESOLUTION and value % 8 == 0):
                 raise ContractError(f"{name} {value} must be a multiple of 8 within 8..{MAX_RESOLUTION}")

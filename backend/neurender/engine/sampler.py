@@ -27,7 +27,7 @@ from neurender.engine.attention import CrossFrameState, FrameBatch, cross_frame_
 from neurender.engine.checkpoint import load_checkpoint, restore_generators, restore_scheduler, save_checkpoint
 from neurender.engine.noise import initial_latents, make_generator, step_generators
 from neurender.engine.prediction import eps_from_x0, predict_x0
-from neurender.engine.schedulers import make_scheduler
+from neurender.engine.schedulers import default_eta, make_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class SamplerOptions:
     control_scales: Sequence[float] = ()
     control_start: Sequence[float] = ()
     control_end: Sequence[float] = ()
-    eta: float = 0.0
+    eta: Optional[float] = None  # None: the scheduler's default (schedulers.default_eta: 0, TCD's gamma 0.3)
 
 
 @dataclass
@@ -161,7 +161,8 @@ class LockstepSampler:
             self._noise0 = noise[:1]
             latents = noise * self.scheduler.init_noise_sigma
             self._generators = step_generators(generator, self.num_frames, opt.fixed_noise)
-            self._extra = self._step_kwargs(opt.eta)
+            self._extra = self._step_kwargs(opt.eta if opt.eta is not None else default_eta(opt.scheduler))
+            self._timestep_cond = self._guidance_embedding()
             start = 0
             if self.strategy is not None:
                 latents, start = self.strategy.prepare(self, latents, timesteps)
@@ -292,6 +293,7 @@ class LockstepSampler:
             encoder_hidden_states=prompt_embeds,
             down_block_additional_residuals=down,
             mid_block_additional_residual=mid,
+            timestep_cond=getattr(self, "_timestep_cond", None),  # (1, dim): broadcast over the batch, as the pipeline
             return_dict=False,
         )[0]
         self._state.batch = None
@@ -309,6 +311,15 @@ class LockstepSampler:
             keep = 1.0 - float(i / n_steps < s or (i + 1) / n_steps > e)
             scales.append(scale * keep)
         return scales
+
+    def _guidance_embedding(self) -> Optional[torch.Tensor]:
+        """Guidance as an input for guidance-distilled UNets (LCM, Luo et al. 2023, eq. 9: ``w`` embedded like a
+        timestep, ``time_cond_proj_dim``), exactly as the stock pipeline builds it; None for ordinary UNets (CFG)."""
+        dim = self.pipe.unet.config.time_cond_proj_dim
+        if dim is None:
+            return None
+        w = torch.tensor(self.options.guidance_scale - 1).repeat(1)
+        return self.pipe.get_guidance_scale_embedding(w, embedding_dim=dim).to(device=self.device, dtype=self.dtype)
 
     def _step_kwargs(self, eta: float) -> dict:
         """``eta``/``generator`` for schedulers whose ``step`` takes them (as the pipeline's prepare_extra_step_kwargs)."""
