@@ -52,9 +52,11 @@ FEW_STEP_SCHEDULERS = ("lcm", "tcd")
 """Consistency-distilled samplers (LCM-LoRA, TCD / Hyper-SD LoRAs): at most 50 steps (their distillation schedule)."""
 CONSISTENCY_MODES = ("off", "first", "first+prev", "window", "keyframes")
 CONTROL_KINDS = ("depth", "normal", "edges")
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("float32", "float16", "bfloat16", "auto")
+"""``auto``: float16 on a GPU, float32 on the CPU (resolved by the backend, which reports what it picked)."""
 DEFLICKER_SPACES = ("pixel", "latent")
-DEVICES = ("cpu", "cuda", "mps")
+DEVICES = ("cpu", "cuda", "mps", "auto")
+"""``auto``: CUDA, else MPS, else the CPU (resolved by the backend, which reports what it picked)."""
 
 
 class ContractError(ValueError):
@@ -495,6 +497,8 @@ JOB_FINAL_STATES = (JOB_DONE, JOB_FAILED, JOB_CANCELLED)
 #   GET    /jobs                   -> {"jobs": [Job, ...]}  (newest first)
 #   GET    /jobs/{id}              -> Job
 #   GET    /jobs/{id}/frames/{n}   -> image/png of finished frame n (Blender frame number)
+#   GET    /jobs/{id}/preview      -> image/png: a small contact sheet of the predicted frames at the latest denoising
+#                                     step (``Progress.preview_step`` says which; 404 until the first step)
 #   GET    /jobs/{id}/events       -> text/event-stream of Job snapshots (optional; polling works on its own)
 #   DELETE /jobs/{id}              -> Job (a queued job is cancelled at once, a running one at its next step)
 #   POST   /models/free            -> {"freed": true}
@@ -510,6 +514,9 @@ ROUTE_JOB = "/jobs/{job_id}"
 ROUTE_JOB_FRAME = "/jobs/{job_id}/frames/{frame}"
 ROUTE_JOB_EVENTS = "/jobs/{job_id}/events"
 ROUTE_JOB_UPLOAD = "/jobs/upload"
+ROUTE_JOB_PREVIEW = "/jobs/{job_id}/preview"
+PREVIEW_HEADER = "X-Neurender-Preview-Step"
+"""The preview response carries the denoising step it shows in this header."""
 ROUTE_FREE = "/models/free"
 
 
@@ -523,6 +530,13 @@ class Progress:
     steps_total: int = 0
     phase: str = ""
     message: str = ""
+    preview_step: int = 0
+    """The denoising step of the latest live preview (``ROUTE_JOB_PREVIEW``); 0: none yet."""
+    random_weights: bool = False
+    """The model has random weights (the built-in demo model, or a test model): the output is noise, not an image."""
+    device: str = ""
+    dtype: str = ""
+    """The device and precision the backend picked (``auto`` resolved), once the models are loaded."""
 
     @property
     def fraction(self) -> float:

@@ -173,6 +173,7 @@ def run_render(
                          "has none")
     todo = [f for f in frames if f not in done]
     reporter = _Reporter(progress, len(frames), settings.steps)
+    reporter.progress.frames_done = len(done)  # frames kept from an earlier run count from the start: never backwards
     result = RenderResult(out_dir=out_dir, frames_skipped=done, anchors_digest=anchor_set.digest if anchor_set else "")
     if not todo:
         log.info("all %d frames already exist in %s; nothing to do (use --overwrite to render again)", len(frames), out_dir)
@@ -181,9 +182,14 @@ def run_render(
     if done:
         log.info("%d of %d frames already exist; rendering the shot again to write the other %d", len(done), len(frames), len(todo))
 
-    reporter.update(phase="loading", message="loading models")
-    loaded, kinds = _load(settings, pipelines or PipelineCache())
+    from neurender.models.devices import pick_device, pick_dtype
+
+    device = pick_device(settings.device)
+    dtype = pick_dtype(settings.dtype, device)
+    reporter.update(phase="loading", message=f"loading models ({device}, {dtype})", device=device, dtype=dtype)
+    loaded, kinds = _load(settings, pipelines or PipelineCache(), device, dtype)
     result.random_model = loaded.random_weights
+    reporter.update(random_weights=bool(loaded.random_weights))
     cancel.raise_if_cancelled()
 
     reporter.update(phase="controls", message="deriving control images from the passes")
@@ -207,6 +213,10 @@ def run_render(
     from neurender.deflicker.render_glue import post_deflicker, step_hooks
 
     hooks = step_hooks(settings, folder, frames, width, height, pipe.vae_scale_factor)
+    # live preview (issue #11): the predicted frames after every step, after any deflicker hook changed them
+    from neurender.engine.preview import PreviewPublisher
+
+    hooks = [*hooks, PreviewPublisher(out_dir / STATE_DIR, lambda step: reporter.update(preview_step=step))]
     strategy = None
     if settings.consistency == "keyframes":  # issue #6: keyframes + token propagation along the passes' exact motion
         from neurender.engine.keyframes import keyframe_strategy
@@ -281,8 +291,10 @@ def sampler_options(settings: RenderSettings, control_units: int, **overrides):
     return SamplerOptions(**options)
 
 
-def _load(settings: RenderSettings, cache):
-    """The pipeline for these settings and the control kind of each ControlNet unit, in order."""
+def _load(settings: RenderSettings, cache, device: str = "", dtype: str = ""):
+    """The pipeline for these settings and the control kind of each ControlNet unit, in order.
+
+    ``device``/``dtype``: the settings' values with ``auto`` resolved (default: the settings' own)."""
     from neurender.models.random_models import default_demo_model
 
     controlnets = [(u.kind, u.model) for u in settings.controlnets]
@@ -296,7 +308,11 @@ def _load(settings: RenderSettings, cache):
             "NO MODEL GIVEN: rendering with neurender's built-in RANDOM-WEIGHT demo model. The output is noise-like "
             "patterns, not an image. Pass --model PATH (an SD 1.5 checkpoint) for real results."
         )
-    loaded = cache.get(model, controlnets, settings.loras, settings.device, settings.dtype)
+    from neurender.models.devices import pick_device, pick_dtype
+
+    device = device or pick_device(settings.device)
+    dtype = dtype or pick_dtype(settings.dtype, device)
+    loaded = cache.get(model, controlnets, settings.loras, device, dtype)
     if not settings.model:
         loaded.random_weights = True
     return loaded, [kind for kind, _ in controlnets]

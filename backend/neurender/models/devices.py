@@ -40,3 +40,23 @@ def resolve_device(device: str) -> Any:
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise InputError(f"device {device!r} was requested but Apple MPS is not available here; use device 'cpu'")
     return dev
+
+
+def pick_device(device: str) -> str:
+    """``"auto"`` -> the best device of this machine (``cuda``, else ``mps``, else ``cpu``); anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(dtype: str, device: str) -> str:
+    """``"auto"`` -> ``float16`` on a GPU (``cuda``/``mps``), ``float32`` on the CPU; anything else as given."""
+    if dtype != "auto":
+        return dtype
+    return "float32" if device.split(":")[0] == "cpu" else "float16"

@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Optional
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 import neurender
@@ -31,11 +31,13 @@ from neurender.contract import (
     MAX_FRAMES,
     MAX_RESOLUTION,
     PASS_SCHEMA_VERSION,
+    PREVIEW_HEADER,
     PROTOCOL_VERSION,
     ROUTE_FREE,
     ROUTE_JOB,
     ROUTE_JOB_EVENTS,
     ROUTE_JOB_FRAME,
+    ROUTE_JOB_PREVIEW,
     ROUTE_JOB_UPLOAD,
     ROUTE_JOBS,
     ROUTE_VERSION,
@@ -44,6 +46,7 @@ from neurender.contract import (
     RenderSettings,
     parse_frame_range,
 )
+from neurender.engine.preview import PREVIEW_NAME
 from neurender.errors import PassFolderError
 from neurender.server.auth import bearer_matches, load_or_create_token
 from neurender.server.config import ServerConfig, is_loopback
@@ -51,6 +54,7 @@ from neurender.server.guard import GuardMiddleware
 from neurender.server.paths import PathRefused, confine
 from neurender.server.store import JobRecord, JobStore, new_job_id
 from neurender.server.uploads import unpack_pass_zip
+from neurender.runner import STATE_DIR
 from neurender.server.worker import Runner, Worker, scan_frames_done
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,10 @@ class ProgressModel(BaseModel):
     steps_total: int
     phase: str
     message: str
+    preview_step: int = 0
+    random_weights: bool = False
+    device: str = ""
+    dtype: str = ""
 
 
 class JobModel(BaseModel):
@@ -380,6 +388,21 @@ def create_app(
         if os.path.dirname(path) != out_dir or not os.path.isfile(path):
             raise HTTPException(404, f"frame {frame} of job {job_id} is not finished yet")
         return FileResponse(path, media_type="image/png")
+
+    @app.get(
+        ROUTE_JOB_PREVIEW,
+        responses={**ERRORS, 200: {"content": {"image/png": {}}, "description": "the latest live preview"}},
+        response_class=Response,
+    )
+    def get_preview(job_id: str) -> Response:
+        record = service.job_or_404(job_id)
+        path = Path(record.out_dir) / STATE_DIR / PREVIEW_NAME
+        try:
+            data = path.read_bytes()  # one read: the file is replaced atomically at every step
+        except OSError:
+            raise HTTPException(404, f"job {job_id} has no preview yet") from None
+        step = int((record.progress or {}).get("preview_step", 0))
+        return Response(data, media_type="image/png", headers={PREVIEW_HEADER: str(step), "Cache-Control": "no-store"})
 
     @app.get(
         ROUTE_JOB_EVENTS,

@@ -77,6 +77,8 @@ def run_fake_render(
     out_dir.mkdir(parents=True, exist_ok=True)
     result = RenderResult(out_dir=out_dir)
     steps = spec.settings.steps
+    preview = out_dir / ".neurender" / "preview.png"
+    preview.parent.mkdir(parents=True, exist_ok=True)
     state = Progress(frames_total=len(frames), steps_total=len(frames) * steps, phase="denoise")
     for index, frame in enumerate(frames):
         target = out_dir / FRAME_FILE_PATTERN.format(frame=frame)
@@ -93,6 +95,9 @@ def run_fake_render(
             time.sleep(step_seconds)
             state.step = index * steps + step + 1
             state.message = f"frame {frame} step {step + 1}/{steps}"
+            # a live preview like the real runner's (engine/preview.py): a small image that changes every step
+            write_atomic(preview, png_bytes(16, 8, bytes([(state.step * 37) & 0xFF, frame & 0xFF, step & 0xFF]) * 128))
+            state.preview_step = state.step
             if progress:
                 progress(state)
         pixels = _frame_pixels(width, height, spec.settings.seed, frame, spec.settings.prompt)
