@@ -14,6 +14,7 @@ Keep it that way; a test enforces it.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import math
 import re
@@ -59,8 +60,126 @@ DEVICES = ("cpu", "cuda", "mps", "auto")
 """``auto``: CUDA, else MPS, else the CPU (resolved by the backend, which reports what it picked)."""
 
 
+class ErrorKind(str, enum.Enum):
+    """Why a request or a job failed, as one machine-readable word.
+
+    Carried as ``error_kind`` in every 4xx/5xx body of ``neurender serve`` and in every failed (or cancelled) job
+    record, so a client words each kind for the artist without parsing the ``detail`` text. The value is the wire
+    string; ``ERROR_STATUS`` gives the HTTP status the server answers with. Adding a kind is a compatible change
+    (clients treat an unknown kind like ``internal``); renaming one is not.
+    """
+
+    BAD_REQUEST = "bad_request"
+    """The request body has the wrong shape: not JSON, a missing or unknown field, a value of the wrong type."""
+    BAD_HEADER = "bad_header"
+    """An HTTP header that cannot be parsed (e.g. a ``Content-Length`` that is not a number)."""
+    BAD_SETTINGS = "bad_settings"
+    """A RenderSettings field is invalid (unknown key, wrong type, out of range, contradictory fields)."""
+    BAD_FRAMES = "bad_frames"
+    """The ``frames`` subset selects no frame of the pass folder, or more frames than one job may hold."""
+    BAD_PASS_FOLDER = "bad_pass_folder"
+    """The pass folder is missing, incomplete or corrupt (manifest, EXR files, required passes)."""
+    BAD_INPUT = "bad_input"
+    """Other input that cannot be rendered (an unreadable reference image, a pass resolution below 8x8 ...)."""
+    BAD_ANCHORS = "bad_anchors"
+    """A render-farm anchor folder that is missing, corrupt or computed for other settings."""
+    BAD_UPLOAD = "bad_upload"
+    """An uploaded zip that is not a safe, readable archive of one pass folder."""
+    MODEL_MISSING = "model_missing"
+    """A model, ControlNet, LoRA or other weight file named in the settings does not exist."""
+    MODEL_INVALID = "model_invalid"
+    """A model file exists but is corrupt, of the wrong kind or does not fit the base model."""
+    PATH_REFUSED = "path_refused"
+    """A path in a request is malformed (relative, contains ``..``, not a folder where one is needed)."""
+    PATH_OUTSIDE_ROOTS = "path_outside_roots"
+    """A path lies outside the folders this server may read or write (``--root``/``--model-root``)."""
+    OUTPUT_CONFLICT = "output_conflict"
+    """The output folder already holds frames rendered with other settings (render elsewhere or overwrite)."""
+    BUSY = "busy"
+    """The output folder is being written by another queued or running job."""
+    QUEUE_FULL = "queue_full"
+    """The server's queue holds its maximum of active jobs; retry later."""
+    TOKEN = "token"
+    """The bearer token is missing or wrong."""
+    FORBIDDEN = "forbidden"
+    """The request came from a web page (an ``Origin`` header); only the add-on and the CLI may call."""
+    WRONG_HOST = "wrong_host"
+    """A server bound to localhost got a request addressed to another host name (DNS-rebinding guard)."""
+    TOO_LARGE = "too_large"
+    """The request body or an uploaded archive exceeds the server's size limits."""
+    NOT_FOUND = "not_found"
+    """No such job, route or frame (or the frame is not finished yet)."""
+    CANCELLED = "cancelled"
+    """The job was cancelled on request; its finished frames stay on disk."""
+    OUT_OF_MEMORY = "out_of_memory"
+    """The device ran out of memory; a smaller size, batch size or precision may fit."""
+    INTERNAL = "internal"
+    """A failure inside neurender (a bug or a broken environment); the server log has the traceback."""
+
+
+ERROR_STATUS: dict[ErrorKind, int] = {
+    ErrorKind.BAD_REQUEST: 422,
+    ErrorKind.BAD_HEADER: 400,
+    ErrorKind.BAD_SETTINGS: 422,
+    ErrorKind.BAD_FRAMES: 422,
+    ErrorKind.BAD_PASS_FOLDER: 422,
+    ErrorKind.BAD_INPUT: 422,
+    ErrorKind.BAD_ANCHORS: 422,
+    ErrorKind.BAD_UPLOAD: 400,
+    ErrorKind.MODEL_MISSING: 422,
+    ErrorKind.MODEL_INVALID: 422,
+    ErrorKind.PATH_REFUSED: 400,
+    ErrorKind.PATH_OUTSIDE_ROOTS: 403,
+    ErrorKind.OUTPUT_CONFLICT: 409,
+    ErrorKind.BUSY: 409,
+    ErrorKind.QUEUE_FULL: 429,
+    ErrorKind.TOKEN: 401,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.WRONG_HOST: 421,
+    ErrorKind.TOO_LARGE: 413,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.CANCELLED: 409,
+    ErrorKind.OUT_OF_MEMORY: 507,
+    ErrorKind.INTERNAL: 500,
+}
+"""The HTTP status ``neurender serve`` answers with for each kind (the one table; the server never picks another)."""
+
+
 class ContractError(ValueError):
-    """A pass folder, manifest or settings object that breaks the contract. The message is for the artist."""
+    """A pass folder, manifest or settings object that breaks the contract. The message is for the artist.
+
+    ``kind`` (an ``ErrorKind``) says why, for clients; each subclass sets its own default and a raise site may pass
+    a more precise one (``ContractError("...", kind=ErrorKind.BAD_PASS_FOLDER)``).
+    """
+
+    kind: ErrorKind = ErrorKind.BAD_SETTINGS
+
+    def __init__(self, message: str = "", *, kind: Optional[ErrorKind] = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+
+class ManifestError(ContractError):
+    """A pass folder manifest (or camera record) that breaks the contract."""
+
+    kind = ErrorKind.BAD_PASS_FOLDER
+
+
+def error_kind_of(exc: BaseException) -> ErrorKind:
+    """The ``ErrorKind`` of any exception: its own ``kind`` (``ContractError`` and neurender's errors), ``out_of_memory`` for a device
+    out-of-memory error (recognised by name, so this module needs no torch), else ``internal``."""
+    kind = getattr(exc, "kind", None)
+    if isinstance(kind, ErrorKind):
+        return kind
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return ErrorKind.OUT_OF_MEMORY
+    return ErrorKind.INTERNAL
+
+
+def error_body(kind: ErrorKind, detail: str) -> dict[str, str]:
+    """The JSON body of every error answer of ``neurender serve``: ``{"detail": reason, "error_kind": kind}``."""
+    return {"detail": detail, "error_kind": ErrorKind(kind).value}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -86,12 +205,12 @@ class FrameCamera:
     def check(self) -> None:
         m = self.world_to_camera
         if len(m) != 4 or any(len(row) != 4 for row in m):
-            raise ContractError("camera world_to_camera must be a 4x4 matrix")
+            raise ManifestError("camera world_to_camera must be a 4x4 matrix")
         values = [v for row in m for v in row] + [self.fx, self.fy, self.cx, self.cy]
         if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
-            raise ContractError("camera matrix and intrinsics must be finite numbers")
+            raise ManifestError("camera matrix and intrinsics must be finite numbers")
         if self.fx <= 0 or self.fy <= 0:
-            raise ContractError("camera focal lengths must be positive")
+            raise ManifestError("camera focal lengths must be positive")
 
 
 @dataclass
@@ -132,40 +251,40 @@ class PassManifest:
 
     def check(self) -> None:
         if self.schema_version != PASS_SCHEMA_VERSION:
-            raise ContractError(
+            raise ManifestError(
                 f"pass folder schema version {self.schema_version} is not supported "
                 f"(this neurender reads version {PASS_SCHEMA_VERSION})"
             )
         if self.frame_end < self.frame_start:
-            raise ContractError(f"frame range {self.frame_start}-{self.frame_end} is empty")
+            raise ManifestError(f"frame range {self.frame_start}-{self.frame_end} is empty")
         if not (0 < self.width <= 16384 and 0 < self.height <= 16384):
-            raise ContractError(f"resolution {self.width}x{self.height} is not valid")
+            raise ManifestError(f"resolution {self.width}x{self.height} is not valid")
         if not (math.isfinite(self.fps) and self.fps > 0):
-            raise ContractError("fps must be a positive number")
+            raise ManifestError("fps must be a positive number")
         if not (0 < self.clip_start < self.clip_end and math.isfinite(self.clip_end)):
-            raise ContractError(f"clip range {self.clip_start}..{self.clip_end} is not valid")
+            raise ManifestError(f"clip range {self.clip_start}..{self.clip_end} is not valid")
         unknown = sorted(set(self.passes) - set(KNOWN_PASSES))
         if unknown:
-            raise ContractError(f"unknown passes in manifest: {', '.join(unknown)}")
+            raise ManifestError(f"unknown passes in manifest: {', '.join(unknown)}")
         if "depth" not in self.passes:
-            raise ContractError("the pass folder has no depth pass; neurender needs at least depth")
+            raise ManifestError("the pass folder has no depth pass; neurender needs at least depth")
         if not self.frames:
-            raise ContractError("the manifest lists no frames")
+            raise ManifestError("the manifest lists no frames")
         seen: set[int] = set()
         for entry in self.frames:
             if entry.frame in seen:
-                raise ContractError(f"frame {entry.frame} is listed twice")
+                raise ManifestError(f"frame {entry.frame} is listed twice")
             seen.add(entry.frame)
             if not (self.frame_start <= entry.frame <= self.frame_end):
-                raise ContractError(f"frame {entry.frame} lies outside {self.frame_start}-{self.frame_end}")
+                raise ManifestError(f"frame {entry.frame} lies outside {self.frame_start}-{self.frame_end}")
             if not entry.file or "/" in entry.file or "\\" in entry.file or entry.file.startswith("."):
-                raise ContractError(f"frame {entry.frame}: file name {entry.file!r} must be a plain file name")
+                raise ManifestError(f"frame {entry.frame}: file name {entry.file!r} must be a plain file name")
             if entry.camera is not None:
                 entry.camera.check()
         if self.depth_range is not None:
             near, far = self.depth_range
             if not (math.isfinite(near) and math.isfinite(far) and 0 <= near < far):
-                raise ContractError(f"depth_range {self.depth_range} is not a valid (near, far)")
+                raise ManifestError(f"depth_range {self.depth_range} is not a valid (near, far)")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -179,10 +298,10 @@ class PassManifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PassManifest":
         if not isinstance(data, dict):
-            raise ContractError("manifest must be a JSON object")
+            raise ManifestError("manifest must be a JSON object")
         version = data.get("schema_version")
         if version != PASS_SCHEMA_VERSION:
-            raise ContractError(
+            raise ManifestError(
                 f"pass folder schema version {version!r} is not supported (this neurender reads version "
                 f"{PASS_SCHEMA_VERSION})"
             )
@@ -217,7 +336,7 @@ class PassManifest:
         except ContractError:
             raise
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ContractError(f"manifest is malformed: {exc.__class__.__name__}: {exc}") from None
+            raise ManifestError(f"manifest is malformed: {exc.__class__.__name__}: {exc}") from None
         manifest.check()
         return manifest
 
@@ -226,7 +345,7 @@ class PassManifest:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ContractError(f"manifest.json is not valid JSON: {exc}") from None
+            raise ManifestError(f"manifest.json is not valid JSON: {exc}") from None
         return cls.from_dict(data)
 
 
@@ -278,11 +397,11 @@ def parse_frame_range(text: str) -> tuple[int, int]:
     """Parse ``"A-B"`` or ``"A"`` into an inclusive range."""
     m = _FRAMES_RE.match(text or "")
     if not m:
-        raise ContractError(f"frame range {text!r} must look like 12-48 or 12")
+        raise ContractError(f"frame range {text!r} must look like 12-48 or 12", kind=ErrorKind.BAD_FRAMES)
     a = int(m.group(1))
     b = int(m.group(2)) if m.group(2) is not None else a
     if b < a:
-        raise ContractError(f"frame range {text!r} is empty")
+        raise ContractError(f"frame range {text!r} is empty", kind=ErrorKind.BAD_FRAMES)
     return a, b
 
 
@@ -488,7 +607,8 @@ JOB_CANCELLED = "cancelled"
 JOB_STATES = (JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED)
 JOB_FINAL_STATES = (JOB_DONE, JOB_FAILED, JOB_CANCELLED)
 
-# HTTP API of ``neurender serve`` (JSON unless noted; every error is a 4xx/5xx with ``{"detail": "<reason>"}``):
+# HTTP API of ``neurender serve`` (JSON unless noted; every error is a 4xx/5xx with
+# ``{"detail": "<reason>", "error_kind": ErrorKind value}``, status from ``ERROR_STATUS``):
 #   GET    /version                -> {"backend_version", "protocol_version", "pass_schema_version", "device",
 #                                      "models": {...what is loaded...}, "token_required": bool}
 #   POST   /jobs                   <- {"pass_dir": "/abs/path", "settings": {RenderSettings}, "out_dir": optional abs path}
@@ -502,7 +622,8 @@ JOB_FINAL_STATES = (JOB_DONE, JOB_FAILED, JOB_CANCELLED)
 #   GET    /jobs/{id}/events       -> text/event-stream of Job snapshots (optional; polling works on its own)
 #   DELETE /jobs/{id}              -> Job (a queued job is cancelled at once, a running one at its next step)
 #   POST   /models/free            -> {"freed": true}
-# Job = {"id", "state" (JOB_STATES), "progress": Progress.to_dict(), "error": str | null, "created", "updated" (unix s),
+# Job = {"id", "state" (JOB_STATES), "progress": Progress.to_dict(), "error": str | null,
+#        "error_kind": ErrorKind value | null (set when failed or cancelled), "created", "updated" (unix s),
 #        "frames_done": [frame numbers finished], "frame_start", "frame_end", "out_dir", "settings": {RenderSettings}}
 
 TOKEN_HEADER = "Authorization"

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from neurender.contract import Progress, RenderSettings, parse_frame_range
-from neurender.errors import InputError, JobCancelled
+from neurender.errors import InputError, JobCancelled, OutputConflict
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def _claim_output(out_dir: Path, look: str, done: list[int]) -> None:
     except (OSError, ValueError, AttributeError):
         previous = None
     if done and previous is not None and previous != look:
-        raise InputError(
+        raise OutputConflict(
             f"{out_dir} already holds {len(done)} frames rendered with other settings; render into another folder "
             "or use --overwrite to replace them"
         )

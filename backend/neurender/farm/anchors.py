@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from neurender.contract import RenderSettings, parse_frame_range
-from neurender.errors import InputError
+from neurender.errors import AnchorError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def pick_anchor_frames(frames: Sequence[int], count: int) -> list[int]:
     """``count`` frames spread evenly over the shot, first and last included (the middle one for a single anchor)."""
     frames = sorted(frames)
     if count < 1:
-        raise InputError(f"anchor count {count} must be at least 1")
+        raise AnchorError(f"anchor count {count} must be at least 1")
     if count >= len(frames):
         return list(frames)
     if count == 1:
@@ -85,15 +85,15 @@ def read_meta(folder: Path) -> dict:
     folder = Path(folder)
     meta_path = folder / ANCHORS_META
     if not meta_path.is_file():
-        raise InputError(
+        raise AnchorError(
             f"anchors folder {folder} has no {ANCHORS_META}; create it with `neurender anchors PASS_DIR --out {folder}`"
         )
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise InputError(f"{meta_path} cannot be read: {exc}") from None
+        raise AnchorError(f"{meta_path} cannot be read: {exc}") from None
     if not isinstance(meta, dict) or meta.get("version") != ANCHORS_VERSION:
-        raise InputError(f"{meta_path} has anchors version {meta.get('version') if isinstance(meta, dict) else '?'}; "
+        raise AnchorError(f"{meta_path} has anchors version {meta.get('version') if isinstance(meta, dict) else '?'}; "
                          f"this neurender reads version {ANCHORS_VERSION}")
     return meta
 
@@ -103,7 +103,7 @@ def check_compatible(meta: dict, settings: RenderSettings, folder: Path) -> None
     have = meta.get("key", {})
     for name, value in want.items():
         if have.get(name) != value:
-            raise InputError(
+            raise AnchorError(
                 f"anchors in {folder} were computed with {name} = {have.get(name)!r}, but this render uses {value!r}; "
                 "compute anchors with the same settings"
             )
@@ -117,17 +117,17 @@ def load_anchors(folder: Path | str, settings: RenderSettings) -> AnchorSet:
 
     folder = Path(folder)
     if settings.consistency not in ANCHOR_MODES:
-        raise InputError(f"shared anchors work with consistency {', '.join(ANCHOR_MODES)}, not {settings.consistency!r}")
+        raise AnchorError(f"shared anchors work with consistency {', '.join(ANCHOR_MODES)}, not {settings.consistency!r}")
     meta = read_meta(folder)
     check_compatible(meta, settings, folder)
     data_path = folder / ANCHORS_DATA
     try:
         raw = data_path.read_bytes()
     except OSError as exc:
-        raise InputError(f"anchors data {data_path} cannot be read: {exc}") from None
+        raise AnchorError(f"anchors data {data_path} cannot be read: {exc}") from None
     digest = _digest(raw)
     if digest != meta.get("digest"):
-        raise InputError(
+        raise AnchorError(
             f"anchors data {data_path} does not match its {ANCHORS_META} (corrupt or replaced); compute the anchors again"
         )
     payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
@@ -142,7 +142,7 @@ def anchors_ready(folder: Path | str, settings: RenderSettings, frames: Sequence
     try:
         meta = read_meta(Path(folder))
         check_compatible(meta, settings, Path(folder))
-    except InputError:
+    except AnchorError:
         return False
     same = (meta.get("frames") == list(frames) and meta.get("settings_hash") == _settings_hash(settings)
             and meta.get("pass_dir") == str(Path(pass_dir).resolve()))
@@ -183,13 +183,13 @@ def compute_anchors(
 
     settings.check()
     if settings.consistency == "off":
-        raise InputError("anchors need cross-frame attention, but consistency is off; choose first, first+prev or window")
+        raise AnchorError("anchors need cross-frame attention, but consistency is off; choose first, first+prev or window")
     out = Path(out_dir)
     shot = PassFolder.open(pass_dir, frames=parse_frame_range(settings.frames) if settings.frames else None)
     if frames:
         missing = sorted(set(frames) - set(shot.frames))
         if missing:
-            raise InputError(
+            raise AnchorError(
                 f"anchor frames {missing} are not frames of the pass folder {pass_dir} "
                 f"(range {shot.frames[0]}-{shot.frames[-1]})"
             )

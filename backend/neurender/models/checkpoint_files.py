@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from neurender.errors import ModelLoadError
+from neurender.errors import ModelLoadError, ModelMissing
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
@@ -141,7 +141,7 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
     """Names and shapes of the tensors in a checkpoint file; ``ModelLoadError`` if missing, unsupported or corrupt."""
     p = Path(path)
     if not p.exists():
-        raise ModelLoadError(f"{p} does not exist")
+        raise ModelMissing(f"{p} does not exist")
     if not p.is_file():
         raise ModelLoadError(f"{p} is not a file; expected a {'/'.join(CHECKPOINT_SUFFIXES)} checkpoint")
     suffix = p.suffix.lower()

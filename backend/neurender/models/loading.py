@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from neurender.contract import LoraSpec
-from neurender.errors import ModelLoadError
+from neurender.errors import ModelLoadError, ModelMissing
 from neurender.models.checkpoint_files import CheckpointInfo, brief, read_checkpoint
 from neurender.models.devices import resolve_device, resolve_dtype
 from neurender.models.lora import apply_loras, check_lora_file
@@ -84,7 +84,7 @@ def _load_sd(model: Path, config_dir: Path | None, torch_dtype: Any) -> tuple[An
 
     common = dict(dtype=torch_dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True)
     if not model.exists():
-        raise ModelLoadError(f"model {model} does not exist; expected a diffusers folder or a .safetensors/.ckpt file")
+        raise ModelMissing(f"model {model} does not exist; expected a diffusers folder or a .safetensors/.ckpt file")
     if model.is_dir():
         kind = _folder_kind(model)
         if kind == "controlnet":
@@ -215,7 +215,7 @@ def _check_controlnet_path(kind: str, path: Path) -> CheckpointInfo | None:
     """Up-front checks that need no model: exists, is a ControlNet. Returns the file's tensor info (None: a folder)."""
     what = f"ControlNet '{kind}'"
     if not path.exists():
-        raise ModelLoadError(f"{what} {path} does not exist; expected a ControlNet folder or .safetensors/.ckpt file")
+        raise ModelMissing(f"{what} {path} does not exist; expected a ControlNet folder or .safetensors/.ckpt file")
     if path.is_dir():
         fkind = _folder_kind(path)
         if fkind == "pipeline":

@@ -25,7 +25,7 @@ def check_lora_file(path: str | Path) -> Path:
     try:
         info = read_checkpoint(p)
     except ModelLoadError as e:
-        raise ModelLoadError(f"LoRA: {brief(e)}") from e
+        raise type(e)(f"LoRA: {brief(e)}") from e
     if not info.has_lora:
         raise ModelLoadError(
             f"LoRA {p} holds no LoRA tensors (no 'lora' in any of its {len(info.shapes)} names; it looks like a "

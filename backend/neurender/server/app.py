@@ -1,7 +1,9 @@
 """The FastAPI application of ``neurender serve``: routes, validation, and error translation. No algorithm code.
 
 Routes and JSON shapes follow the comment block in ``neurender.contract``. Every refusal is a 4xx with
-``{"detail": "<reason>"}``; the runner is injected (``neurender.runner.run_render`` by default).
+``{"detail": "<reason>", "error_kind": ErrorKind}``: routes raise typed errors (``ContractError`` subclasses carrying
+their ``ErrorKind``) and the exception handlers below turn them into answers, with the status from
+``contract.ERROR_STATUS`` - the one place. The runner is injected (``neurender.runner.run_render`` by default).
 """
 
 from __future__ import annotations
@@ -17,11 +19,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional
 
-from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import neurender
 from neurender.contract import (
@@ -41,13 +44,17 @@ from neurender.contract import (
     ROUTE_JOB_UPLOAD,
     ROUTE_JOBS,
     ROUTE_VERSION,
+    ERROR_STATUS,
     ContractError,
+    ErrorKind,
     PassManifest,
     RenderSettings,
+    error_body,
+    error_kind_of,
     parse_frame_range,
 )
 from neurender.engine.preview import PREVIEW_NAME
-from neurender.errors import PassFolderError
+from neurender.errors import PassFolderError, ServiceRefusal
 from neurender.server.auth import bearer_matches, load_or_create_token
 from neurender.server.config import ServerConfig, is_loopback
 from neurender.server.guard import GuardMiddleware
@@ -83,6 +90,7 @@ class JobModel(BaseModel):
     state: str = Field(description="queued | running | done | failed | cancelled")
     progress: ProgressModel
     error: Optional[str]
+    error_kind: Optional[str] = Field(description="ErrorKind of a failed or cancelled job (see neurender.contract)")
     created: float
     updated: float
     frames_done: list[int]
@@ -119,11 +127,15 @@ class JobRequest(BaseModel):
 
 class ErrorModel(BaseModel):
     detail: str
+    error_kind: str = Field(description="one of neurender.contract.ErrorKind")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorModel} for code in (400, 401, 403, 404, 409, 413, 421, 422, 429)
+    code: {"model": ErrorModel} for code in sorted(set(ERROR_STATUS.values()))
 }
+
+_FRAMEWORK_KINDS = {404: ErrorKind.NOT_FOUND, 413: ErrorKind.TOO_LARGE}
+"""ErrorKind of the framework's own HTTP errors (unknown route, body over the limit); any other is a bad request."""
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------------
@@ -157,9 +169,9 @@ def _job_frames(manifest: PassManifest, settings: RenderSettings, where: str) ->
         a, b = parse_frame_range(settings.frames)
         frames = [f for f in frames if a <= f <= b]
         if not frames:
-            raise ContractError(f"frames {settings.frames} select none of the frames in {where}")
+            raise ContractError(f"frames {settings.frames} select none of the frames in {where}", kind=ErrorKind.BAD_FRAMES)
     if len(frames) > MAX_FRAMES:
-        raise ContractError(f"{len(frames)} frames exceed the limit of {MAX_FRAMES} per job")
+        raise ContractError(f"{len(frames)} frames exceed the limit of {MAX_FRAMES} per job", kind=ErrorKind.BAD_FRAMES)
     return sorted(frames)
 
 
@@ -215,10 +227,14 @@ class Service:
             raise PathRefused(f"out_dir {out_dir} exists and is not a folder")
         with self._submit_lock:  # the checks and the insert are one step for concurrent clients
             if self.store.count_active() >= self.config.max_queued_jobs:
-                raise HTTPException(429, f"the queue is full ({self.config.max_queued_jobs} jobs); retry later")
+                raise ServiceRefusal(
+                    f"the queue is full ({self.config.max_queued_jobs} jobs); retry later", kind=ErrorKind.QUEUE_FULL
+                )
             other = self.store.active_job_writing_to(str(out_dir))
             if other is not None:
-                raise HTTPException(409, f"out_dir {out_dir} is in use by job {other}; cancel it or choose another")
+                raise ServiceRefusal(
+                    f"out_dir {out_dir} is in use by job {other}; cancel it or choose another", kind=ErrorKind.BUSY
+                )
             try:
                 out_dir.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -247,7 +263,7 @@ class Service:
     def job_or_404(self, job_id: str) -> JobRecord:
         record = self.store.get(job_id) if len(job_id) <= MAX_ID_CHARS else None
         if record is None:
-            raise HTTPException(404, f"job {job_id[:MAX_ID_CHARS]!r} does not exist")
+            raise ServiceRefusal(f"job {job_id[:MAX_ID_CHARS]!r} does not exist", kind=ErrorKind.NOT_FOUND)
         return record
 
 
@@ -287,18 +303,25 @@ def create_app(
     )
     app.state.service = service
 
+    def answer(kind: ErrorKind, detail: str, headers: Optional[dict[str, str]] = None) -> JSONResponse:
+        return JSONResponse(error_body(kind, detail), status_code=ERROR_STATUS[kind], headers=headers)
+
     @app.exception_handler(RequestValidationError)
     async def _on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _validation_reason(exc)}, status_code=422)
+        return answer(ErrorKind.BAD_REQUEST, _validation_reason(exc))
 
     @app.exception_handler(ContractError)
     async def _on_contract(request: Request, exc: ContractError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=getattr(exc, "status", 422))
+        return answer(exc.kind, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return answer(_FRAMEWORK_KINDS.get(exc.status_code, ErrorKind.BAD_REQUEST), str(exc.detail), exc.headers)
 
     @app.exception_handler(Exception)
     async def _on_internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error: {exc.__class__.__name__}"}, status_code=500)
+        return answer(error_kind_of(exc), f"internal error: {exc.__class__.__name__}")
 
     # ---- routes --------------------------------------------------------------------------------------------
 
@@ -339,7 +362,7 @@ def create_app(
         try:
             data = json.loads(settings)
         except (json.JSONDecodeError, RecursionError):
-            raise HTTPException(422, "settings must be JSON text of a RenderSettings object") from None
+            raise ContractError("settings must be JSON text of a RenderSettings object") from None
         render_settings = service.settings_from(data)
         job_id = new_job_id()
         job_dir = config.jobs_dir / job_id
@@ -380,13 +403,14 @@ def create_app(
     def get_frame(job_id: str, frame: int) -> FileResponse:
         record = service.job_or_404(job_id)
         if not (record.frame_start <= frame <= record.frame_end):
-            raise HTTPException(
-                404, f"frame {frame} is outside job {job_id}'s range {record.frame_start}-{record.frame_end}"
+            raise ServiceRefusal(
+                f"frame {frame} is outside job {job_id}'s range {record.frame_start}-{record.frame_end}",
+                kind=ErrorKind.NOT_FOUND,
             )
         out_dir = os.path.realpath(record.out_dir)
         path = os.path.realpath(os.path.join(out_dir, FRAME_FILE_PATTERN.format(frame=frame)))
         if os.path.dirname(path) != out_dir or not os.path.isfile(path):
-            raise HTTPException(404, f"frame {frame} of job {job_id} is not finished yet")
+            raise ServiceRefusal(f"frame {frame} of job {job_id} is not finished yet", kind=ErrorKind.NOT_FOUND)
         return FileResponse(path, media_type="image/png")
 
     @app.get(
@@ -400,7 +424,7 @@ def create_app(
         try:
             data = path.read_bytes()  # one read: the file is replaced atomically at every step
         except OSError:
-            raise HTTPException(404, f"job {job_id} has no preview yet") from None
+            raise ServiceRefusal(f"job {job_id} has no preview yet", kind=ErrorKind.NOT_FOUND) from None
         step = int((record.progress or {}).get("preview_step", 0))
         return Response(data, media_type="image/png", headers={PREVIEW_HEADER: str(step), "Cache-Control": "no-store"})
 

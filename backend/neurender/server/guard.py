@@ -1,6 +1,7 @@
 """ASGI middleware in front of every route: browser refusal, Host check, bearer token, request-size limits.
 
-Everything it refuses is answered with a 4xx and ``{"detail": "<reason>"}`` before any route code runs.
+Everything it refuses is answered with a 4xx and ``{"detail": "<reason>", "error_kind": ...}`` before any route
+code runs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any, Awaitable, Callable, Optional
 
 from starlette.exceptions import HTTPException
 
+from neurender.contract import ERROR_STATUS, ErrorKind, error_body
 from neurender.server.auth import bearer_matches
 
 log = logging.getLogger(__name__)
@@ -33,12 +35,14 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body exceeds the limit of {limit} bytes")
 
 
-async def send_error(send: Send, status: int, detail: str, headers: Optional[list[tuple[bytes, bytes]]] = None) -> None:
-    body = json.dumps({"detail": detail}).encode()
+async def send_error(
+    send: Send, kind: ErrorKind, detail: str, headers: Optional[list[tuple[bytes, bytes]]] = None
+) -> None:
+    body = json.dumps(error_body(kind, detail)).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": status,
+            "status": ERROR_STATUS[kind],
             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
             + (headers or []),
         }
@@ -76,26 +80,26 @@ class GuardMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         path = scope.get("path", "")
         if "origin" in headers:
-            await send_error(send, 403, "requests from web pages are refused; use the neurender add-on or CLI")
+            await send_error(send, ErrorKind.FORBIDDEN, "requests from web pages are refused; use the neurender add-on or CLI")
             return
         if self.loopback_only and _host_name(headers.get("host", "127.0.0.1")).lower() not in LOOPBACK_HOSTS:
-            await send_error(send, 421, "this server only answers requests addressed to localhost")
+            await send_error(send, ErrorKind.WRONG_HOST, "this server only answers requests addressed to localhost")
             return
         if self.token is not None and path not in PUBLIC_PATHS:
             if not bearer_matches(headers.get("authorization"), self.token):
                 reason = "a token is required" if "authorization" not in headers else "the token is not valid"
                 await send_error(
-                    send, 401, f"{reason}: send 'Authorization: Bearer <token>'", [(b"www-authenticate", b"Bearer")]
+                    send, ErrorKind.TOKEN, f"{reason}: send 'Authorization: Bearer <token>'", [(b"www-authenticate", b"Bearer")]
                 )
                 return
         limit = self.max_body(path)
         length = headers.get("content-length")
         if length is not None:
             if not length.isdigit():
-                await send_error(send, 400, "Content-Length is not a number")
+                await send_error(send, ErrorKind.BAD_HEADER, "Content-Length is not a number")
                 return
             if int(length) > limit:
-                await send_error(send, 413, f"request body of {length} bytes exceeds the limit of {limit} bytes")
+                await send_error(send, ErrorKind.TOO_LARGE, f"request body of {length} bytes exceeds the limit of {limit} bytes")
                 return
         received = 0
         started = False
@@ -119,4 +123,4 @@ class GuardMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await send_error(send, 413, f"request body exceeds the limit of {limit} bytes")
+                await send_error(send, ErrorKind.TOO_LARGE, f"request body exceeds the limit of {limit} bytes")

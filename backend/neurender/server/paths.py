@@ -10,6 +10,7 @@ import os
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Sequence
 
+from neurender.contract import ErrorKind
 from neurender.errors import InputError
 
 MAX_PATH_CHARS = 4096
@@ -18,11 +19,11 @@ MAX_PATH_CHARS = 4096
 class PathRefused(InputError):
     """A path in a request that is malformed or lies outside the allowed roots."""
 
-    status = 400
+    kind = ErrorKind.PATH_REFUSED
 
 
 class PathOutsideRoots(PathRefused):
-    status = 403
+    kind = ErrorKind.PATH_OUTSIDE_ROOTS
 
 
 def confine(raw: object, roots: Sequence[Path], what: str) -> Path:

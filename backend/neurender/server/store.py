@@ -22,12 +22,14 @@ from neurender.contract import (
     JOB_FINAL_STATES,
     JOB_QUEUED,
     JOB_RUNNING,
+    ErrorKind,
     Progress,
 )
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``error_kind`` column (an ``ErrorKind`` value); a version-1 database is upgraded in place on open."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -37,6 +39,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     settings TEXT NOT NULL,
     progress TEXT NOT NULL,
     error TEXT,
+    error_kind TEXT,
     created REAL NOT NULL,
     updated REAL NOT NULL,
     pass_dir TEXT NOT NULL,
@@ -67,6 +70,7 @@ class JobRecord:
     frames_done: list[int] = field(default_factory=list)
     cancel_requested: bool = False
     uploaded: bool = False
+    error_kind: Optional[str] = None
 
     def to_api(self) -> dict[str, Any]:
         """The ``Job`` JSON object of the HTTP API (see ``neurender.contract``)."""
@@ -75,6 +79,7 @@ class JobRecord:
             "state": self.state,
             "progress": self.progress,
             "error": self.error,
+            "error_kind": self.error_kind,
             "created": self.created,
             "updated": self.updated,
             "frames_done": self.frames_done,
@@ -101,6 +106,7 @@ def _record(row: sqlite3.Row) -> JobRecord:
         frames_done=json.loads(row["frames_done"]),
         cancel_requested=bool(row["cancel_requested"]),
         uploaded=bool(row["uploaded"]),
+        error_kind=row["error_kind"],
     )
 
 
@@ -120,11 +126,13 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise sqlite3.DatabaseError(
                 f"job database {self.path} has schema version {version}; expected {SCHEMA_VERSION}"
             )
         self._db.executescript(_SCHEMA)
+        if version == 1:  # upgrade in place: jobs of the old server keep their state, with no error kind
+            self._db.execute("ALTER TABLE jobs ADD COLUMN error_kind TEXT")
         self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def close(self) -> None:
@@ -179,8 +187,16 @@ class JobStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for row in rows:
-                    state = JOB_CANCELLED if row["cancel_requested"] else JOB_QUEUED
-                    self._db.execute("UPDATE jobs SET state = ?, updated = ? WHERE id = ?", (state, now, row["id"]))
+                    cancelled = bool(row["cancel_requested"])
+                    self._db.execute(
+                        "UPDATE jobs SET state = ?, error_kind = ?, updated = ? WHERE id = ?",
+                        (
+                            JOB_CANCELLED if cancelled else JOB_QUEUED,
+                            ErrorKind.CANCELLED.value if cancelled else None,
+                            now,
+                            row["id"],
+                        ),
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -227,10 +243,12 @@ class JobStore:
         state: str,
         *,
         error: Optional[str] = None,
+        error_kind: Optional[str] = None,
         frames_done: Optional[list[int]] = None,
         phase: Optional[str] = None,
     ) -> None:
-        """Move a job to ``state`` (final, or back to queued when the server stops mid-job)."""
+        """Move a job to ``state`` (final, or back to queued when the server stops mid-job); a failed or cancelled
+        job records its ``error_kind`` (an ``ErrorKind`` value)."""
         with self._lock:
             row = self._db.execute("SELECT progress, frames_done FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
@@ -240,8 +258,9 @@ class JobStore:
             progress["frames_done"] = len(done)
             progress["phase"] = phase if phase is not None else state
             self._db.execute(
-                "UPDATE jobs SET state = ?, error = ?, progress = ?, frames_done = ?, updated = ? WHERE id = ?",
-                (state, error, json.dumps(progress), json.dumps(done), time.time(), job_id),
+                "UPDATE jobs SET state = ?, error = ?, error_kind = ?, progress = ?, frames_done = ?, updated = ? "
+                "WHERE id = ?",
+                (state, error, error_kind, json.dumps(progress), json.dumps(done), time.time(), job_id),
             )
 
     def request_cancel(self, job_id: str) -> Optional[JobRecord]:
@@ -251,8 +270,9 @@ class JobStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.execute(
-                    "UPDATE jobs SET state = ?, updated = ?, cancel_requested = 1 WHERE id = ? AND state = ?",
-                    (JOB_CANCELLED, now, job_id, JOB_QUEUED),
+                    "UPDATE jobs SET state = ?, error_kind = ?, updated = ?, cancel_requested = 1 "
+                    "WHERE id = ? AND state = ?",
+                    (JOB_CANCELLED, ErrorKind.CANCELLED.value, now, job_id, JOB_QUEUED),
                 )
                 self._db.execute(
                     "UPDATE jobs SET cancel_requested = 1, updated = ? WHERE id = ? AND state = ?",

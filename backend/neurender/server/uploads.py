@@ -14,7 +14,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from neurender.contract import MANIFEST_NAME
+from neurender.contract import MANIFEST_NAME, ErrorKind
 from neurender.errors import InputError
 
 CHUNK = 1024 * 1024
@@ -23,11 +23,11 @@ CHUNK = 1024 * 1024
 class UploadRefused(InputError):
     """An uploaded archive that is not a safe, bounded zip of one pass folder."""
 
-    status = 400
+    kind = ErrorKind.BAD_UPLOAD
 
 
 class UploadTooLarge(UploadRefused):
-    status = 413
+    kind = ErrorKind.TOO_LARGE
 
 
 def _safe_member_path(info: zipfile.ZipInfo) -> PurePosixPath:

@@ -21,8 +21,10 @@ from neurender.contract import (
     JOB_FAILED,
     JOB_QUEUED,
     ContractError,
+    ErrorKind,
     Progress,
     RenderSettings,
+    error_kind_of,
 )
 from neurender.errors import JobCancelled
 from neurender.runner import CancelToken, JobSpec
@@ -187,15 +189,21 @@ class Worker:
                 self.store.finish(record.id, JOB_QUEUED, frames_done=frames_done(), phase="interrupted")
             else:
                 log.info("job %s: cancelled", record.id)
-                self.store.finish(record.id, JOB_CANCELLED, frames_done=frames_done())
-        except ContractError as exc:  # InputError and contract violations: the request's fault
-            log.info("job %s: failed on input: %s", record.id, exc)
-            self.store.finish(record.id, JOB_FAILED, error=str(exc), frames_done=frames_done())
-        except Exception as exc:
-            log.exception("job %s: internal error", record.id)
-            self.store.finish(
-                record.id, JOB_FAILED, error=f"internal error: {exc.__class__.__name__}: {exc}", frames_done=frames_done()
-            )
+                self.store.finish(
+                    record.id, JOB_CANCELLED, error_kind=ErrorKind.CANCELLED.value, frames_done=frames_done()
+                )
+        except Exception as exc:  # the one translation of a job's failure into its record
+            kind = error_kind_of(exc)
+            if isinstance(exc, ContractError):  # InputError and contract violations: the request's fault
+                log.info("job %s: failed on input (%s): %s", record.id, kind.value, exc)
+                error = str(exc)
+            elif kind is ErrorKind.OUT_OF_MEMORY:
+                log.exception("job %s: out of memory", record.id)
+                error = f"the device ran out of memory ({exc.__class__.__name__}: {exc})"
+            else:
+                log.exception("job %s: internal error", record.id)
+                error = f"internal error: {exc.__class__.__name__}: {exc}"
+            self.store.finish(record.id, JOB_FAILED, error=error, error_kind=kind.value, frames_done=frames_done())
         else:
             log.info("job %s: done", record.id)
             self.store.finish(record.id, JOB_DONE, frames_done=frames_done())
