@@ -1,8 +1,10 @@
 """The render hook: with "Neural render on animation render" on, Render Animation (Ctrl+F12) or
 ``blender -b file.blend -a`` also writes the pass folder and submits the neural render when rendering completes.
 
-The passes themselves are the render output (configured when the option is switched on). On ``render_complete``
-the manifest (cameras, shot-wide depth range) is written and the job submitted; in background mode this happens
+The artist's render and its output are left alone. Only an animation render counts (every frame of the range was
+written: ``render_write``); a still render (F12, ``-f N``) never submits anything. On ``render_complete`` of an
+animation the passes are rendered from a temporary scene (``pass_export.export_passes``), the manifest written and
+the job submitted; in background mode this happens
 right away and waits for the job, in the UI it is posted to the session's main-thread queue (drained by the
 timer) because render handlers may run on the render thread there. This module imports ``session``, never the
 reverse. Every handler added here is removed in ``unregister`` (bpy 4.5 hangs at exit
@@ -43,13 +45,17 @@ def suspended():
 def on_render_init(scene, *_args) -> None:
     global _pending
     _pending = None
-    if _suspended or not scene.neurender.render_hook:
+    if _suspended or pass_export.is_pass_scene(scene) or not scene.neurender.render_hook:
         return
-    if not pass_export.is_configured(scene):
-        log.warning("neurender: the render output of %r no longer points at the pass folder; "
-                    "switch 'Neural render on animation render' off and on again", scene.name)
-        return
-    _pending = {"scene": scene.name, "start": scene.frame_start, "end": scene.frame_end}
+    step = max(1, scene.frame_step)
+    _pending = {"scene": scene.name, "start": scene.frame_start, "end": scene.frame_end,
+                "expected": list(range(scene.frame_start, scene.frame_end + 1, step)), "written": []}
+
+
+@persistent
+def on_render_write(scene, *_args) -> None:
+    if _pending is not None and _pending["scene"] == scene.name:
+        _pending["written"].append(scene.frame_current)
 
 
 @persistent
@@ -57,6 +63,9 @@ def on_render_complete(scene, *_args) -> None:
     global _pending
     job, _pending = _pending, None
     if job is None or job["scene"] != scene.name:
+        return
+    if sorted(set(job["written"])) != job["expected"]:  # a still render (F12, -f N) or an interrupted animation
+        log.info("neurender: not an animation render of frames %d-%d; nothing sent", job["start"], job["end"])
         return
     _finish_on_main_thread(job)
 
@@ -103,16 +112,17 @@ def complete(job: dict) -> None:
         return
     try:
         folder = pass_export.pass_dir(scene)
-        manifest = pass_export.build_manifest(scene, folder, job["start"], job["end"])
-        pass_export.write_manifest(manifest, folder)
+        with suspended():
+            manifest = pass_export.export_passes(scene, job["start"], job["end"], folder=folder)
         wait = bpy.app.background and scene.neurender.wait_headless
         session.submit_job(scene, manifest.frame_start, manifest.frame_end, wait=wait if bpy.app.background else None)
-    except contract.ContractError as exc:
+    except (contract.ContractError, OSError, RuntimeError) as exc:
         session.set_message("", f"Neural render not submitted: {exc}")
 
 
 _HANDLERS = (
     ("render_init", on_render_init),
+    ("render_write", on_render_write),
     ("render_complete", on_render_complete),
     ("render_cancel", on_render_cancel),
     ("load_pre", on_load_pre),

@@ -1,9 +1,24 @@
-"""Writing a pass folder: view-layer passes as one multilayer EXR per frame (render output) + ``manifest.json``.
+"""Writing a pass folder: view-layer passes as one multilayer EXR per frame + ``manifest.json``.
+
+The artist's scene is never changed. The passes are rendered from a temporary scene (``make_pass_scene``) that
+links the artist's collections and objects (no copies: the same animation, modifiers and materials) and carries
+neurender's own render settings: Cycles, the passes enabled on its own view layer, no motion blur (the vector pass
+needs it off), a multilayer EXR output into the pass folder, no compositor, no sequencer. The temporary scene is
+removed afterwards, whatever happens.
+
+Depth, normal, vector and object index need no light transport, so by default the temporary scene renders with a
+pass-only configuration (``FAST``: 1 sample, no bounces, no denoising, a 0.01 px pixel filter so every pass is
+read at the pixel centre). Only when restyle (img2img) needs the beauty (Combined) pass does it render at the
+artist's own Cycles settings.
 
 The manifest (``contract.PassManifest``) carries per-frame camera matrices and pinhole intrinsics and ONE
 depth range for the whole shot, taken from the evaluated bounding boxes of all renderable geometry in camera
 space over every frame and clamped to the clip range; the backend normalises depth with it, so the depth
-control never "breathes" from frame to frame.
+control never "breathes" from frame to frame. It is evaluated on the temporary scene's own depsgraph, so the
+artist's current frame is never stepped.
+
+Every render writes its own versioned folders (``passes/v003``, ``frames/v003``), so a second render never touches
+the files of a job that is still running and a single frame never replaces the animation's frames.
 """
 
 from __future__ import annotations
@@ -23,6 +38,15 @@ log = logging.getLogger(__name__)
 
 PASS_PREFIX = "passes_"
 RENDER_PATTERN = PASS_PREFIX + "####"
+PASS_SCENE_TAG = "neurender_pass_scene"
+"""Custom property on the temporary pass scene: the render hook ignores renders of scenes carrying it."""
+VERSION_PATTERN = re.compile(r"^v(\d{3,})$")
+
+FAST = {"samples": 1, "use_adaptive_sampling": False, "use_denoising": False, "max_bounces": 0,
+        "diffuse_bounces": 0, "glossy_bounces": 0, "transmission_bounces": 0, "volume_bounces": 0,
+        "transparent_max_bounces": 0, "caustics_reflective": False, "caustics_refractive": False,
+        "pixel_filter_width": 0.01, "use_light_tree": False}
+"""Cycles settings of the pass-only render: the passes need one camera ray per pixel and no light transport."""
 
 
 # -- folders ---------------------------------------------------------------------------------------------------
@@ -38,15 +62,52 @@ def output_root(scene) -> str:
     return os.path.abspath(root)
 
 
-def pass_dir(scene) -> str:
-    return os.path.join(output_root(scene), "passes")
+def version_name(version: int) -> str:
+    return f"v{version:03d}"
 
 
-def frames_dir(scene) -> str:
-    return os.path.join(output_root(scene), "frames")
+def pass_dir(scene, version: int = 0) -> str:
+    """The pass folder of ``version`` (``passes/v003``); version 0 is the plain ``passes`` folder of scripts."""
+    base = os.path.join(output_root(scene), "passes")
+    return os.path.join(base, version_name(version)) if version else base
 
 
-# -- scene setup -----------------------------------------------------------------------------------------------
+def frames_dir(scene, version: int = 0) -> str:
+    base = os.path.join(output_root(scene), "frames")
+    return os.path.join(base, version_name(version)) if version else base
+
+
+def versions_on_disk(scene) -> list[int]:
+    found = set()
+    for sub in ("passes", "frames"):
+        folder = os.path.join(output_root(scene), sub)
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            m = VERSION_PATTERN.match(name)
+            if m:
+                found.add(int(m.group(1)))
+    return sorted(found)
+
+
+def next_version(scene, taken=()) -> int:
+    """One more than any version on disk or in ``taken`` (the versions of the scene's job records)."""
+    return max([0, *versions_on_disk(scene), *taken]) + 1
+
+
+def to_blend_path(path: str) -> str:
+    """``path`` relative to the saved .blend (``//...``) when it can be, so a moved project still finds it."""
+    if not path or not bpy.data.filepath:
+        return path
+    try:
+        return bpy.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return path
+
+
+def from_blend_path(path: str) -> str:
+    return os.path.abspath(bpy.path.abspath(path)) if path else ""
+
+
+# -- the temporary pass scene ----------------------------------------------------------------------------------
 
 def view_layer(scene):
     layer = getattr(bpy.context, "view_layer", None)
@@ -58,56 +119,105 @@ def view_layer(scene):
     return scene.view_layers[0]
 
 
-def enable_passes(scene) -> None:
-    for layer in scene.view_layers:
-        layer.use_pass_z = True
-        layer.use_pass_normal = True
-        layer.use_pass_vector = True
-        if scene.render.engine == "CYCLES":
-            layer.use_pass_object_index = True
-    scene.render.use_motion_blur = False  # the vector pass is only written without motion blur
-
-
-def configure_scene(scene, half: bool = False) -> None:
-    """Point the render output at the pass folder (multilayer EXR) and enable the passes; keeps the artist's output."""
+def needs_beauty(scene) -> bool:
+    """Restyle (keyframes mode with an img2img strength) starts from the beauty render: the Combined pass."""
     s = scene.neurender
-    r = scene.render
-    target = os.path.join(pass_dir(scene), RENDER_PATTERN)
-    if r.filepath != target and not s.saved_file_format:
-        s.saved_filepath = r.filepath
-        s.saved_file_format = r.image_settings.file_format
-        s.saved_color_depth = r.image_settings.color_depth
-        s.saved_use_sequencer = r.use_sequencer
-    os.makedirs(pass_dir(scene), exist_ok=True)
-    enable_passes(scene)
-    compat.set_multilayer_exr(r.image_settings, half=half)
-    r.filepath = target
-    r.use_file_extension = True
-    r.use_sequencer = False  # with strips in the VSE Blender would render those instead of the passes
+    return s.consistency == "keyframes" and s.img2img_strength > 0
 
 
-def restore_scene(scene) -> None:
-    """Give the render output back to the artist (their path and file format)."""
-    s = scene.neurender
-    r = scene.render
-    if s.saved_file_format:
-        compat.set_file_format(r.image_settings, s.saved_file_format)
+def copy_rna(src, dst, skip=()) -> None:
+    """Copy every writable plain property of ``src`` to ``dst`` (same RNA type), recursing into nested structs."""
+    for prop in src.bl_rna.properties:
+        name = prop.identifier
+        if name in skip or name == "rna_type":
+            continue
+        if prop.type == "POINTER":
+            if prop.is_readonly and not isinstance(getattr(src, name, None), bpy.types.ID):
+                sub_src, sub_dst = getattr(src, name, None), getattr(dst, name, None)
+                if sub_src is not None and sub_dst is not None and not isinstance(sub_src, bpy.types.ID):
+                    copy_rna(sub_src, sub_dst)
+            continue
+        if prop.type == "COLLECTION" or prop.is_readonly:
+            continue
         try:
-            r.image_settings.color_depth = s.saved_color_depth
-        except TypeError:
-            pass
-        r.filepath = s.saved_filepath
-        r.use_sequencer = s.saved_use_sequencer
-    s.saved_file_format = ""
-    s.saved_filepath = ""
-    s.saved_color_depth = ""
+            setattr(dst, name, getattr(src, name))
+        except (AttributeError, TypeError, ValueError, RuntimeError):
+            pass  # depends on another setting (e.g. an enum item of another media type): keep the default
 
 
-def is_configured(scene) -> bool:
-    r = scene.render
-    return (compat.is_multilayer_exr(r.image_settings) and not r.use_sequencer
-            and os.path.normpath(bpy.path.abspath(r.filepath)) == os.path.normpath(os.path.join(pass_dir(scene),
-                                                                                               RENDER_PATTERN)))
+def _mirror_layer_collections(src, dst) -> None:
+    """Excluded / holdout / indirect-only collections of the artist's view layer, on the pass scene's layer."""
+    by_name = {c.name: c for c in dst.children}
+    for child in src.children:
+        twin = by_name.get(child.name)
+        if twin is None:
+            continue
+        for attr in ("exclude", "holdout", "indirect_only"):
+            try:
+                setattr(twin, attr, getattr(child, attr))
+            except (AttributeError, TypeError):
+                pass
+        _mirror_layer_collections(child, twin)
+
+
+def make_pass_scene(scene, frame_start: int, frame_end: int, folder: str, fast: bool = True, half: bool = False):
+    """A temporary scene linking ``scene``'s objects, set up to render the passes of ``frame_start..frame_end``
+    into ``folder``; remove it with ``remove_pass_scene``. ``scene`` itself is only read."""
+    if scene.camera is None:
+        raise contract.ContractError(f"scene {scene.name!r} has no active camera")
+    tmp = bpy.data.scenes.new(f"neurender passes ({scene.name})")
+    try:
+        tmp[PASS_SCENE_TAG] = scene.name
+        for child in scene.collection.children:
+            tmp.collection.children.link(child)
+        for obj in scene.collection.objects:
+            tmp.collection.objects.link(obj)
+        tmp.camera = scene.camera
+        tmp.world = scene.world
+        tmp.background_set = scene.background_set
+        r = tmp.render
+        r.engine = "CYCLES"  # the only engine with every pass (EEVEE has no object index, Workbench only depth)
+        copy_rna(scene.render, r, skip={"engine", "filepath", "image_settings", "use_sequencer", "use_compositing",
+                                        "use_motion_blur", "use_border", "use_crop_to_border", "use_multiview",
+                                        "use_stamp", "use_file_extension", "use_overwrite", "use_placeholder",
+                                        "views", "ffmpeg", "bake", "use_single_layer", "use_persistent_data"})
+        copy_rna(scene.cycles, tmp.cycles, skip={"preview_pause"})
+        if fast:
+            for name, value in FAST.items():
+                if hasattr(tmp.cycles, name):
+                    setattr(tmp.cycles, name, value)
+            r.use_persistent_data = True  # geometry stays loaded between frames
+        r.use_motion_blur = False  # the vector pass is only written without motion blur
+        r.use_sequencer = False
+        r.use_compositing = False
+        r.use_border = False
+        r.use_file_extension = True
+        r.use_overwrite = True
+        r.use_placeholder = False
+        compat.set_multilayer_exr(r.image_settings, half=half)
+        r.filepath = os.path.join(folder, RENDER_PATTERN)
+        tmp.frame_start, tmp.frame_end, tmp.frame_step = frame_start, frame_end, 1
+        tmp.frame_set(frame_start)
+        layer = tmp.view_layers[0]
+        layer.name = view_layer(scene).name
+        for name in ("use_pass_z", "use_pass_normal", "use_pass_vector", "use_pass_object_index"):
+            setattr(layer, name, True)
+        _mirror_layer_collections(view_layer(scene).layer_collection, layer.layer_collection)
+    except BaseException:
+        remove_pass_scene(tmp)
+        raise
+    return tmp
+
+
+def remove_pass_scene(tmp) -> None:
+    try:
+        bpy.data.scenes.remove(tmp, do_unlink=True)
+    except ReferenceError:  # already gone
+        pass
+
+
+def is_pass_scene(scene) -> bool:
+    return scene is not None and scene.get(PASS_SCENE_TAG) is not None
 
 
 # -- manifest --------------------------------------------------------------------------------------------------
@@ -121,11 +231,17 @@ def _matrix(m) -> list[list[float]]:
     return [[float(m[r][c]) for c in range(4)] for r in range(4)]
 
 
-def frame_camera(scene) -> "contract.FrameCamera":
-    """Camera of the current frame (call after ``scene.frame_set``)."""
-    cam = scene.camera
-    if cam is None:
+def _depsgraph(scene):
+    layer = scene.view_layers[0] if is_pass_scene(scene) else view_layer(scene)
+    return layer.depsgraph
+
+
+def frame_camera(scene, depsgraph=None) -> "contract.FrameCamera":
+    """Camera of the current frame (call after ``scene.frame_set``), evaluated in ``scene``'s depsgraph."""
+    if scene.camera is None:
         raise contract.ContractError(f"scene {scene.name!r} has no active camera")
+    depsgraph = depsgraph or _depsgraph(scene)
+    cam = scene.camera.evaluated_get(depsgraph)
     data = cam.data
     r = scene.render
     w, h = render_size(scene)
@@ -138,13 +254,12 @@ def frame_camera(scene) -> "contract.FrameCamera":
     return contract.FrameCamera(world_to_camera=w2c, fx=fx, fy=fy, cx=cx, cy=cy)
 
 
-def _geometry_depths(scene, camera: "contract.FrameCamera") -> list[float]:
+def _geometry_depths(scene, camera: "contract.FrameCamera", depsgraph) -> list[float]:
     """Nearest and farthest planar depth of every renderable evaluated object's bounding box inside the view."""
-    data = scene.camera.data
+    data = scene.camera.evaluated_get(depsgraph).data
     w, h = render_size(scene)
     intr = (camera.fx, camera.fy, camera.cx, camera.cy)
     w2c = camera.world_to_camera
-    depsgraph = bpy.context.evaluated_depsgraph_get()
     depths = []
     for inst in depsgraph.object_instances:
         obj = inst.object
@@ -183,14 +298,15 @@ def build_manifest(scene, folder: str, frame_start: int, frame_end: int) -> "con
     cam = scene.camera
     if cam is None:
         raise contract.ContractError(f"scene {scene.name!r} has no active camera")
-    layer = view_layer(scene).name
+    layer = (scene.view_layers[0] if is_pass_scene(scene) else view_layer(scene)).name
+    depsgraph = _depsgraph(scene)
     current = scene.frame_current
     entries, depths = [], []
     try:
         for f in range(frame_start, frame_end + 1):
             scene.frame_set(f)
-            camera = frame_camera(scene)
-            depths.extend(_geometry_depths(scene, camera))
+            camera = frame_camera(scene, depsgraph)
+            depths.extend(_geometry_depths(scene, camera, depsgraph))
             if f in on_disk:
                 entries.append(contract.FrameEntry(frame=f, file=contract.PASS_FILE_PATTERN.format(frame=f),
                                                    camera=camera))
@@ -199,7 +315,7 @@ def build_manifest(scene, folder: str, frame_start: int, frame_end: int) -> "con
     data = cam.data
     passes = {"depth": f"{layer}.Depth", "normal": f"{layer}.Normal", "vector": f"{layer}.Vector",
               "combined": f"{layer}.Combined"}
-    if scene.render.engine == "CYCLES":
+    if scene.render.engine == "CYCLES" or is_pass_scene(scene):
         passes["object_index"] = compat.object_index_channel_prefix().replace("ViewLayer", layer, 1)
     w, h = render_size(scene)
     manifest = contract.PassManifest(
@@ -230,27 +346,33 @@ def read_manifest(folder: str) -> "contract.PassManifest":
         return contract.PassManifest.from_dict(json.load(f))
 
 
-def export_passes(scene, frame_start: int, frame_end: int, half: bool = False) -> "contract.PassManifest":
-    """Render ``frame_start..frame_end`` into the pass folder (blocking) and write its manifest.
+def export_passes(scene, frame_start: int, frame_end: int, half: bool = False, folder: str = "",
+                  fast=None) -> "contract.PassManifest":
+    """Render ``frame_start..frame_end`` into ``folder`` (default: the scene's plain ``passes`` folder), blocking,
+    from a temporary pass scene, and write its manifest. ``scene`` is left exactly as it was.
 
-    The scene's render output and frame range are restored afterwards unless the render hook owns them.
-    ``half`` stores 16-bit floats (smaller files; depth keeps ~3 significant digits).
+    ``half`` stores 16-bit floats (smaller files; depth keeps ~3 significant digits). ``fast`` (default: unless
+    restyle needs the beauty pass) renders with the pass-only Cycles settings.
     """
-    hooked = scene.neurender.render_hook
-    old_range = scene.frame_start, scene.frame_end
-    configure_scene(scene, half=half)
-    folder = pass_dir(scene)
+    folder = folder or pass_dir(scene)
+    fast = (not needs_beauty(scene)) if fast is None else fast
+    os.makedirs(folder, exist_ok=True)
     for f in frames_on_disk(folder, frame_start, frame_end):  # never mix old and new passes
         os.remove(os.path.join(folder, contract.PASS_FILE_PATTERN.format(frame=f)))
+    tmp = make_pass_scene(scene, frame_start, frame_end, folder, fast=fast, half=half)
     try:
-        scene.frame_start, scene.frame_end = frame_start, frame_end
-        with bpy.context.temp_override(scene=scene):
-            bpy.ops.render.render(animation=True, scene=scene.name)
+        with bpy.context.temp_override(scene=tmp):
+            bpy.ops.render.render(animation=True, scene=tmp.name, layer=tmp.view_layers[0].name)
+        manifest = finish_passes(tmp, folder, frame_start, frame_end)
     finally:
-        scene.frame_start, scene.frame_end = old_range
-        if not hooked:
-            restore_scene(scene)
-    manifest = build_manifest(scene, folder, frame_start, frame_end)
+        remove_pass_scene(tmp)
+    return manifest
+
+
+def finish_passes(tmp, folder: str, frame_start: int, frame_end: int) -> "contract.PassManifest":
+    """After the pass scene ``tmp`` rendered: its manifest, written into ``folder``."""
+    manifest = build_manifest(tmp, folder, frame_start, frame_end)
+    manifest.scene = tmp.get(PASS_SCENE_TAG) or manifest.scene
     write_manifest(manifest, folder)
     log.info("pass folder %s: frames %d-%d, depth range %.3f..%.3f", folder, manifest.frame_start,
              manifest.frame_end, *manifest.depth_range)

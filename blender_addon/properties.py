@@ -19,17 +19,6 @@ def _items(values, labels=None):
     return [(v, labels.get(v, v.replace("_", " ").title()), "") for v in values]
 
 
-def _hook_update(self, context):
-    # Imported lazily: pass_export needs bpy data that may not exist while properties register.
-    from . import pass_export
-
-    scene = self.id_data
-    if self.render_hook:
-        pass_export.configure_scene(scene)
-    else:
-        pass_export.restore_scene(scene)
-
-
 class NeurenderControlUnit(bpy.types.PropertyGroup):
     enabled: BoolProperty(name="Enabled", default=True)
     kind: EnumProperty(name="Control", items=_items(contract.CONTROL_KINDS), default="depth")
@@ -96,17 +85,13 @@ class NeurenderShot(bpy.types.PropertyGroup):
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//neurender/",
                                options={"PATH_SUPPORTS_BLEND_RELATIVE"},
                                description="Folder for the pass folder and the neural frames")
-    render_hook: BoolProperty(name="Neural render on animation render", default=False, update=_hook_update,
-                              description="Render Animation (Ctrl+F12, blender -b -a) also writes the pass folder "
-                                          "and submits the neural render when it completes")
+    render_hook: BoolProperty(name="Neural render on animation render", default=False,
+                              description="After Render Animation (Ctrl+F12, blender -b -a) completes, also render the "
+                                          "passes (from a temporary scene) and submit the neural render; still "
+                                          "renders (F12) and the artist's output are never touched")
     make_movie: BoolProperty(name="Also write a movie", default=False,
                              description="Encode the neural frames as an MP4 next to them (neurender.mp4)")
     wait_headless: BoolProperty(name="Wait in background mode", default=True)
-    # the artist's own output settings, kept while the hook owns the render output
-    saved_filepath: StringProperty(options={"HIDDEN"})
-    saved_file_format: StringProperty(options={"HIDDEN"})
-    saved_color_depth: StringProperty(options={"HIDDEN"})
-    saved_use_sequencer: BoolProperty(options={"HIDDEN"})
 
 
 class NeurenderStatus(bpy.types.PropertyGroup):

@@ -1,4 +1,5 @@
-"""Render the animation: in the UI an ordinary Render Animation with the hook on; headless, render and wait."""
+"""Render the animation's passes (from a temporary scene, never the artist's render) and submit them; the render hook
+setting is never changed."""
 
 import bpy
 
@@ -19,23 +20,15 @@ class NEURENDER_OT_render_animation(bpy.types.Operator):
         except contract.ContractError as exc:
             self.report({"ERROR"}, f"Bad settings: {exc}")
             return {"CANCELLED"}
-        if not bpy.app.background:
-            # Blender's own render job (progress, Esc) writes the passes; the hook submits on completion.
-            status = context.window_manager.neurender
-            status.job_id, status.job_state, status.error = "", "rendering passes", ""
-            if not scene.neurender.render_hook:
-                scene.neurender.render_hook = True
-            bpy.ops.render.render("INVOKE_DEFAULT", animation=True)
-            return start_watch(self, context)
         try:
             with handlers.suspended():
                 pass_export.export_passes(scene, scene.frame_start, scene.frame_end)
             session.submit_job(scene, scene.frame_start, scene.frame_end)
-        except contract.ContractError as exc:
+        except (contract.ContractError, OSError, RuntimeError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         status = context.window_manager.neurender
-        if status.error:
+        if bpy.app.background and status.error:
             self.report({"ERROR"}, status.error)
             return {"CANCELLED"}
-        return {"FINISHED"}
+        return start_watch(self, context)

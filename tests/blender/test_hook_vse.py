@@ -7,11 +7,13 @@ import os
 def test_hook_renders_submits_waits_and_places_strip(run_scenario, stub):
     r = run_scenario("hook_vse", url=stub.url)
     assert r["status"]["state"] == "done" and r["status"]["error"] == ""
-    # while the hook is on, the render output is the pass folder (multilayer EXR); off again restores the artist's
-    assert r["configured"]["format"] == "OPEN_EXR_MULTILAYER"
-    assert r["configured"]["filepath"].endswith(os.path.join("passes", "passes_####"))
-    assert r["restored_filepath"] == r["own_output"] and r["restored_format"] == "PNG"
-    assert r["restored_use_sequencer"] is True
+    # the hook never redirects the artist's output nor changes their render settings or view-layer passes
+    # (it used to point the output at the pass folder, turn motion blur off and passes on for good)
+    assert r["configured"]["format"] == r["own_format"] and r["configured"]["filepath"] == r["own_output"]
+    assert r["restored_filepath"] == r["own_output"] and r["restored_format"] == r["own_format"]
+    assert r["restored_use_sequencer"] is True and r["motion_blur"] is True
+    assert r["layer_passes_after"] == r["layer_passes_before"]
+    assert r["still_jobs"] == ""  # F12 with the hook on sends nothing
     # the backend got one job per render, with the scene's settings and range
     jobs = list(stub.jobs.values())
     assert len(jobs) == 2

@@ -28,8 +28,14 @@ messages = []
 orig = mod.session.set_message
 mod.session.set_message = lambda text, error="": (messages.append(error or text), orig(text, error))[1]
 
+own_format = scene.render.image_settings.file_format
+scene.render.use_motion_blur = True  # the artist's own settings, which neurender must leave alone
+scene.render.use_sequencer = True
+layer_passes = (scene.view_layers[0].use_pass_z, scene.view_layers[0].use_pass_vector)
 shot.render_hook = True
 configured = {"filepath": scene.render.filepath, "format": scene.render.image_settings.file_format}
+bpy.ops.render.render()  # a still render (F12) with the hook on: nothing is sent
+still_jobs = bpy.context.window_manager.neurender.job_id
 
 
 def strips():
@@ -53,5 +59,8 @@ shot.render_hook = False
 common.finish({"gap": gap, "scenes": [s.name for s in bpy.data.scenes], "first": first, "second": second, "status": first_status, "messages": messages,
                "configured": configured, "restored_filepath": scene.render.filepath, "own_output": own_output,
                "restored_format": scene.render.image_settings.file_format,
-               "restored_use_sequencer": scene.render.use_sequencer, "passes_on_disk": sorted(
+               "restored_use_sequencer": scene.render.use_sequencer, "own_format": own_format,
+               "still_jobs": still_jobs, "motion_blur": scene.render.use_motion_blur,
+               "layer_passes_before": layer_passes,
+               "layer_passes_after": (scene.view_layers[0].use_pass_z, scene.view_layers[0].use_pass_vector), "passes_on_disk": sorted(
                    __import__("os").listdir(mod.pass_export.pass_dir(scene)))})
