@@ -252,8 +252,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for key, value in report["environment"].items():
             print(f"  {key}: {value}")
         for m in report["models"]:
-            status = "ok" if m.get("ok") else f"ERROR: {m.get('error')}"
-            print(f"  model {m.get('path')}: {m.get('kind')} {status}")
+            status = "ok" if m.get("ok") else "REFUSED"
+            print(f"  model {m.get('path')}: {m.get('kind')} {status}: {m.get('render')}")
     return EXIT_OK if all(m.get("ok") for m in report["models"]) else EXIT_INPUT
 
 

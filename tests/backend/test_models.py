@@ -386,7 +386,7 @@ def test_doctor(tiny_model_dir, mini, bad_files, tmp_path):
     assert report["torch"] == torch.__version__.split("+")[0] or report["torch"] == torch.__version__
     assert report["cuda_available"] == torch.cuda.is_available()
     assert set(report) >= {"python", "diffusers", "transformers", "cuda_devices", "mps_available"}
-    _, _, files, _ = mini
+    _, _, files, config_dir = mini
     lora = build_random_lora(tiny_model_dir.model, tmp_path / "l.safetensors")
     kinds = {
         tiny_model_dir.model: "diffusers-folder",
@@ -397,8 +397,9 @@ def test_doctor(tiny_model_dir, mini, bad_files, tmp_path):
         lora: "lora-file",
     }
     for path, kind in kinds.items():
-        info = inspect_model(path)
+        info = inspect_model(path, config_dir=config_dir)  # render's config folder for the mini single files
         assert (info["kind"], info["ok"], info["error"]) == (kind, True, None), info
+        assert info["render"].startswith("render ") and str(path) in info["render"], info
     assert inspect_model(tmp_path / "nope")["kind"] == "missing"
     bad = inspect_model(bad_files["truncated"])
     assert not bad["ok"] and "truncated" in bad["error"]

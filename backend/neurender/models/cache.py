@@ -1,7 +1,7 @@
 """Keep one loaded pipeline alive between jobs while the model selection stays the same.
 
 Loading is the slow part of a short job (seconds to a minute for SD1.5 on CPU), so the server and the CLI ask the
-cache; it reloads only when (model, controlnets, loras, device, dtype) changes, and frees the old pipeline first so two
+cache; it reloads only when (model, controlnets, loras, device, dtype, embeddings, prediction type) changes, and frees the old pipeline first so two
 SD models never sit in memory together.
 """
 
@@ -27,6 +27,8 @@ def _key(
     device: str,
     dtype: str,
     config_dir: str | Path | None,
+    embeddings: Sequence[str | Path] = (),
+    prediction_type: str = "auto",
 ) -> tuple[Any, ...]:
     def norm(p: str | Path) -> str:
         return str(Path(p).expanduser().resolve())
@@ -38,6 +40,8 @@ def _key(
         device,
         dtype,
         norm(config_dir) if config_dir is not None else None,
+        tuple(norm(p) for p in embeddings),
+        prediction_type,
     )
 
 
@@ -59,14 +63,23 @@ class PipelineCache:
         device: str = "cpu",
         dtype: str = "float32",
         config_dir: str | Path | None = None,
+        embeddings: Sequence[str | Path] = (),
+        prediction_type: str = "auto",
     ) -> LoadedPipeline:
         """The pipeline for this selection, loading it (and dropping the previous one) only when it changed."""
-        key = _key(model, controlnets, loras, device, dtype, config_dir)
+        key = _key(model, controlnets, loras, device, dtype, config_dir, embeddings, prediction_type)
         with self._lock:
             if self._loaded is not None and key == self._key:
                 return self._loaded
             self.free()
-            loaded = self._loader(model, controlnets, loras, device=device, dtype=dtype, config_dir=config_dir)
+            extra: dict[str, Any] = {}
+            if embeddings:
+                extra["embeddings"] = list(embeddings)
+            if prediction_type != "auto":
+                extra["prediction_type"] = prediction_type
+            loaded = self._loader(
+                model, controlnets, loras, device=device, dtype=dtype, config_dir=config_dir, **extra
+            )
             self._key, self._loaded = key, loaded
             self.loads += 1
             return loaded
@@ -92,7 +105,7 @@ class PipelineCache:
         with self._lock:
             if self._loaded is None or self._key is None:
                 return {"loaded": False}
-            model, controlnets, loras, device, dtype, _ = self._key
+            model, controlnets, loras, device, dtype, _, embeddings, prediction_type = self._key
             return {
                 "loaded": True,
                 "model": model,
@@ -100,6 +113,8 @@ class PipelineCache:
                 "loras": [{"path": p, "weight": w} for p, w in loras],
                 "device": device,
                 "dtype": dtype,
+                "embeddings": list(embeddings),
+                "prediction_type": self._loaded.prediction_type,
                 "random_weights": self._loaded.random_weights,
                 "description": self._loaded.description,
             }

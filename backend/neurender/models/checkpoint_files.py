@@ -3,7 +3,9 @@
 Used to refuse a wrong file with a clear message (an SD checkpoint given as a ControlNet, a truncated download, ...)
 before diffusers gets to raise something obscure. ``.safetensors`` headers are parsed directly (8-byte little-endian
 header length + JSON, see the safetensors format spec); ``.ckpt``/``.pt``/``.pth`` are loaded with
-``torch.load(weights_only=True)``, memory-mapped when possible.
+``torch.load(weights_only=True)`` (see ``safe_pickle``: the official SD1.x ``.ckpt`` files load, anything that would
+run code is refused and named). ``CheckpointInfo`` also tells the model family from the names and shapes alone (SD1.x,
+SD 2.x, SDXL, inpainting; the text-encoder key layout; LoRA variants), so every refusal happens before any weight loads.
 """
 
 from __future__ import annotations
@@ -15,15 +17,30 @@ from pathlib import Path
 from typing import Any
 
 from neurender.errors import ModelLoadError, ModelMissing
+from neurender.models import safe_pickle
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth")
 CHECKPOINT_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES
 
 SD_UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+CLIP_PREFIX = "cond_stage_model.transformer."
+OPEN_CLIP_PREFIX = "cond_stage_model.model."
+SDXL_CONDITIONER_PREFIX = "conditioner.embedders."
 CONTROLNET_PREFIX = "control_model."
 _CONTROLNET_MARKERS = ("input_hint_block.0.weight", "controlnet_cond_embedding.conv_in.weight")
 _MAX_HEADER = 100 * 1024 * 1024
+# Tensor-name endings of LoRA variants (kohya-ss sd-scripts, LyCORIS, PEFT), first match wins.
+_LORA_VARIANT_MARKERS = (
+    ((".hada_w1_a", ".hada_w1_b", ".hada_w2_a", ".hada_w2_b", ".hada_t1", ".hada_t2"), "loha"),
+    ((".lokr_w1", ".lokr_w2", ".lokr_w1_a", ".lokr_w1_b", ".lokr_w2_a", ".lokr_w2_b", ".lokr_t2"), "lokr"),
+    ((".oft_blocks", ".oft_diag"), "oft"),
+    ((".a1.weight", ".a2.weight", ".b1.weight", ".b2.weight"), "glora"),
+    ((".on_input",), "ia3"),
+    ((".diff", ".diff_b"), "full"),
+    ((".dora_scale", "lora_magnitude_vector", "lora_magnitude_vector.weight"), "dora"),
+)
 
 
 @dataclass
@@ -48,6 +65,22 @@ class CheckpointInfo:
         return any("lora" in k.lower() for k in self.shapes)
 
     @property
+    def lora_variant(self) -> str:
+        """``"lora"`` (plain low-rank), ``"dora"``, or a LyCORIS format neurender does not apply (``"loha"``, ...)."""
+        names = tuple(self.shapes)
+        for endings, variant in _LORA_VARIANT_MARKERS:
+            if any(k.endswith(endings) for k in names):
+                return variant
+        return "lora"
+
+    @property
+    def is_unprefixed_attn_procs_lora(self) -> bool:
+        """An old diffusers attention-processor LoRA saved without the ``unet.`` prefix (``...processor.to_q_lora.*``)."""
+        return any(".processor." in k and "_lora." in k for k in self.shapes) and not any(
+            k.startswith(("unet.", "text_encoder.")) for k in self.shapes
+        )
+
+    @property
     def kind(self) -> str:
         """``"controlnet"``, ``"sd-checkpoint"``, ``"lora"`` or ``"unknown"``."""
         if self.has_lora:
@@ -58,6 +91,77 @@ class CheckpointInfo:
             return "sd-checkpoint"
         return "unknown"
 
+    def cross_attention_width(self, prefix: str = "") -> int | None:
+        """Width of the first cross-attention key projection under ``prefix`` (768 SD1.x, 1024 SD 2.x, 2048 SDXL)."""
+        widths = [
+            shape[-1]
+            for name, shape in self.shapes.items()
+            if name.startswith(prefix) and name.endswith("attn2.to_k.weight") and len(shape) == 2
+        ]
+        return int(widths[0]) if widths else None
+
+    @property
+    def unet_in_channels(self) -> int | None:
+        shape = self.shapes.get(SD_UNET_PREFIX + "input_blocks.0.0.weight")
+        return int(shape[1]) if shape is not None and len(shape) == 4 else None
+
+    @property
+    def family(self) -> str:
+        """Base model of an SD checkpoint or a ControlNet: ``"sdxl"``, ``"sd2"``, ``"sd1"`` or ``"unknown"``.
+
+        SDXL has a class-embedding MLP (``label_emb``; ``add_embedding`` in diffusers layout) that SD1.x/2.x lack, and
+        its text conditioners live under ``conditioner.embedders``; SD 2.x has OpenCLIP (``cond_stage_model.model``)
+        and cross-attention width 1024.
+        """
+        names = self.shapes
+        if any(
+            k.startswith((SDXL_CONDITIONER_PREFIX, SD_UNET_PREFIX + "label_emb.", CONTROLNET_PREFIX + "label_emb."))
+            or k.startswith(("label_emb.", "add_embedding."))
+            for k in names
+        ):
+            return "sdxl"
+        width = self.cross_attention_width()
+        if width == 2048:
+            return "sdxl"
+        if width == 1024 or any(k.startswith(OPEN_CLIP_PREFIX) for k in names):
+            return "sd2"
+        if width == 768:
+            return "sd1"
+        return "unknown"
+
+    @property
+    def text_encoder_layout(self) -> str | None:
+        """``"text_model"`` (``cond_stage_model.transformer.text_model.*``, the SD1.x files), ``"flat"`` (the same keys
+        without ``text_model.``, as diffusers' conversion script writes them under transformers 5), ``"open_clip"``
+        (SD 2.x) or None (no text encoder in the file)."""
+        text_model = flat = False
+        for k in self.shapes:
+            if k.startswith(CLIP_PREFIX):
+                if k.startswith(CLIP_PREFIX + "text_model."):
+                    text_model = True
+                else:
+                    flat = True
+        if text_model:
+            return "text_model"
+        if flat:
+            return "flat"
+        if any(k.startswith(OPEN_CLIP_PREFIX) for k in self.shapes):
+            return "open_clip"
+        return None
+
+    @property
+    def has_vae(self) -> bool:
+        return any(k.startswith(VAE_PREFIX) for k in self.shapes)
+
+    @property
+    def looks_like(self) -> str:
+        """What the file looks like, with its article, for messages ("a ControlNet", "an unrecognised file")."""
+        return {
+            "lora": "a LoRA",
+            "controlnet": "a ControlNet",
+            "sd-checkpoint": "a Stable Diffusion checkpoint",
+        }.get(self.kind, "an unrecognised file")
+
     def controlnet_shape(self, key: str) -> tuple[int, ...] | None:
         """Shape of a ControlNet tensor named in LDM layout (without ``control_model.``), whatever the file's prefix."""
         for name in (CONTROLNET_PREFIX + key, key):
@@ -67,8 +171,14 @@ class CheckpointInfo:
 
 
 def brief(exc: BaseException, limit: int = 240) -> str:
-    """First two lines of an exception's text, at most ``limit`` characters: wraps library errors in a sentence."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    """First two lines of a library exception's text, at most ``limit`` characters: wraps it in our sentence.
+
+    ANSI escapes and torch's advice to load with ``weights_only=False`` are dropped (never shown to an artist). Our
+    own ``ModelLoadError`` sentences are kept whole: their cause is the part that matters.
+    """
+    if isinstance(exc, ModelLoadError):
+        return str(exc)
+    lines = [ln for ln in (safe_pickle.clean_text(ln) for ln in str(exc).splitlines()) if ln]
     text = " ".join(lines[:2]) if lines else type(exc).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -118,18 +228,8 @@ def _flatten(obj: Any, prefix: str, out: dict[str, tuple[int, ...]]) -> None:
 
 
 def load_pickle_state_dict(path: Path) -> dict[str, Any]:
-    """``torch.load`` a .ckpt/.pt/.pth safely (weights only) and unwrap a ``state_dict`` entry."""
-    import torch
-
-    try:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:  # legacy (non-zip) format cannot be memory-mapped
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure here means an unreadable file
-        raise ModelLoadError(
-            f"{path} is not a readable PyTorch checkpoint (truncated, corrupt, or not weights-only): {brief(e)}"
-        ) from e
+    """``torch.load`` a .ckpt/.pt/.pth safely (weights only, see ``safe_pickle``) and unwrap a ``state_dict`` entry."""
+    obj = safe_pickle.load(path)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

@@ -57,40 +57,80 @@ def environment_report() -> dict[str, Any]:
     return report
 
 
-def inspect_model(path: str | Path) -> dict[str, Any]:
-    """What ``path`` is, without loading weights.
+def inspect_model(path: str | Path, config_dir: str | Path | None = None) -> dict[str, Any]:
+    """What ``path`` is and what render would do with it, by the checks render runs, short of loading weights.
 
     ``kind``: ``"diffusers-folder"``, ``"controlnet-folder"``, ``"model-folder"`` (another diffusers model),
-    ``"single-file"`` (SD checkpoint), ``"controlnet-file"``, ``"lora-file"``, ``"unknown"`` or ``"missing"``.
-    ``ok`` is True when neurender can use it as some kind of model; ``error`` says why not.
+    ``"single-file"`` (SD checkpoint), ``"controlnet-file"``, ``"lora-file"``, ``"embedding-file"``, ``"unknown"`` or
+    ``"missing"``. ``ok`` is True when render would accept it in that role; ``render`` is one sentence: what render
+    does with it, or (with ``error``) the very sentence render refuses it with. ``config_dir`` is render's config folder
+    for single files (default: the SD1.5 one).
     """
-    from neurender.models.loading import _folder_kind  # the loader's own folder rules
+    from neurender.models.checks import check_controlnet_path, check_sd_model, folder_kind
+    from neurender.models.embeddings import EMBEDDING_SUFFIXES, read_embedding
+    from neurender.models.lora import check_lora
 
     p = Path(path).expanduser()
-    result: dict[str, Any] = {"path": str(p), "kind": "unknown", "ok": False, "error": None}
-    if not p.exists():
-        result.update(kind="missing", error=f"{p} does not exist")
+    result: dict[str, Any] = {"path": str(p), "kind": "unknown", "ok": False, "error": None, "render": None}
+
+    def refused(kind: str, exc: ModelLoadError) -> dict[str, Any]:
+        result.update(kind=kind, ok=False, error=str(exc), render=str(exc))
         return result
+
+    def accepted(kind: str, sentence: str) -> dict[str, Any]:
+        result.update(kind=kind, ok=True, error=None, render=sentence)
+        return result
+
+    if not p.exists():
+        return refused("missing", ModelLoadError(f"{p} does not exist"))
+    if p.is_dir():
+        try:
+            folder = folder_kind(p)
+        except ModelLoadError as e:
+            return refused("unknown", e)
+        if folder == "pipeline":
+            try:
+                return accepted("diffusers-folder", check_sd_model(p, config_dir).describe())
+            except ModelLoadError as e:
+                return refused("diffusers-folder", e)
+        if folder == "controlnet":
+            try:
+                check_controlnet_path("controlnet", p)
+            except ModelLoadError as e:
+                return refused("controlnet-folder", e)
+            return accepted("controlnet-folder", f"render loads {p} as a ControlNet folder (its fit to the model is "
+                                                  "checked against the model's UNet)")
+        kind = "model-folder" if folder == "other-model" else "unknown"
+        return refused(kind, ModelLoadError(f"{p} has neither model_index.json nor a ControlNet config.json"))
     try:
-        if p.is_dir():
-            folder = _folder_kind(p)
-            kind = {"pipeline": "diffusers-folder", "controlnet": "controlnet-folder", "other-model": "model-folder"}
-            result["kind"] = kind.get(folder, "unknown")
-            result["ok"] = folder in ("pipeline", "controlnet")
-            if not result["ok"]:
-                result["error"] = f"{p} has neither model_index.json nor a ControlNet config.json"
-            return result
         info = read_checkpoint(p)
     except ModelLoadError as e:
-        result["error"] = str(e)
-        return result
+        return refused("unknown", e)
     result["tensors"] = len(info.shapes)
-    result["kind"] = {
-        "sd-checkpoint": "single-file",
-        "controlnet": "controlnet-file",
-        "lora": "lora-file",
-    }.get(info.kind, "unknown")
-    result["ok"] = info.kind != "unknown"
-    if not result["ok"]:
-        result["error"] = f"{p} holds neither an SD checkpoint, a ControlNet nor a LoRA"
-    return result
+    if info.kind == "lora":
+        try:
+            check_lora(p)
+        except ModelLoadError as e:
+            return refused("lora-file", e)
+        return accepted("lora-file", f"render applies {p} as a LoRA")
+    if info.kind == "controlnet":
+        try:
+            check_controlnet_path("controlnet", p)
+        except ModelLoadError as e:
+            return refused("controlnet-file", e)
+        return accepted("controlnet-file", f"render loads {p} as an SD1.x ControlNet file (its fit to the model is "
+                                           "checked against the model's UNet)")
+    if info.kind == "sd-checkpoint":
+        try:
+            return accepted("single-file", check_sd_model(p, config_dir).describe())
+        except ModelLoadError as e:
+            return refused("single-file", e)
+    if p.suffix.lower() in EMBEDDING_SUFFIXES:
+        try:
+            vectors = read_embedding(p)
+        except ModelLoadError as e:
+            return refused("unknown", e)
+        return accepted("embedding-file", f"render adds {p} as the textual-inversion word '{p.stem}' "
+                                          f"({vectors.shape[0]} vectors of width {vectors.shape[1]})")
+    return refused("unknown", ModelLoadError(
+        f"{p} holds neither an SD checkpoint, a ControlNet, a LoRA nor a textual-inversion embedding"))

@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from neurender.contract import LoraSpec
-from neurender.errors import ModelLoadError, ModelMissing
-from neurender.models.checkpoint_files import CheckpointInfo, brief, read_checkpoint
+from neurender.errors import ModelLoadError
+from neurender.models import safe_pickle
+from neurender.models.checkpoint_files import CLIP_PREFIX, CheckpointInfo, brief
+from neurender.models.checks import ModelPlan, check_controlnet_path, check_sd_model
 from neurender.models.devices import resolve_device, resolve_dtype
+from neurender.models.embeddings import find_embeddings, load_embeddings
 from neurender.models.lora import apply_loras, check_lora_file
 from neurender.models.random_models import RANDOM_MODEL_MARKER
-from neurender.models.sd15_config import controlnet_config_from_unet, default_sd15_config_dir
+from neurender.models.sd15_config import controlnet_config_from_unet
 
 log = logging.getLogger(__name__)
 
@@ -34,92 +37,65 @@ class LoadedPipeline:
     control_kinds: list[str] = field(default_factory=list)  # kind of each controlnet, in order
     description: str = ""
     random_weights: bool = False
+    prediction_type: str = "epsilon"
+    embedding_tokens: list[str] = field(default_factory=list)  # prompt words of the loaded embeddings
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"{path} is not a readable JSON file: {brief(e)}") from e
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path} does not hold a JSON object")
-    return data
-
-
-def _folder_kind(folder: Path) -> str:
-    """``"pipeline"`` (model_index.json), ``"controlnet"``, ``"other-model"`` (a config.json) or ``"empty"``."""
-    if (folder / "model_index.json").is_file():
-        return "pipeline"
-    if (folder / "config.json").is_file():
-        cls = _read_json(folder / "config.json").get("_class_name", "")
-        return "controlnet" if "ControlNet" in str(cls) else "other-model"
-    return "empty"
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # The Stable Diffusion model
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _check_single_file_fits_config(info: CheckpointInfo, config_dir: Path) -> None:
-    unet_cfg = _read_json(config_dir / "unet" / "config.json")
-    conv_in = info.shapes.get("model.diffusion_model.input_blocks.0.0.weight")
-    if conv_in is not None and (conv_in[0], conv_in[1]) != (unet_cfg["block_out_channels"][0], unet_cfg["in_channels"]):
-        raise ModelLoadError(
-            f"{info.path} has a UNet input convolution of {conv_in[1]} -> {conv_in[0]} channels but the config folder "
-            f"{config_dir} expects {unet_cfg['in_channels']} -> {unet_cfg['block_out_channels'][0]} (not an SD1.5-"
-            "family checkpoint, or an inpainting one: pass a matching config folder)"
-        )
-    to_k = info.shapes.get("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight")
-    if to_k is not None and to_k[-1] != unet_cfg["cross_attention_dim"]:
-        raise ModelLoadError(
-            f"{info.path} has a UNet with cross-attention width {to_k[-1]} but the config folder {config_dir} expects "
-            f"{unet_cfg['cross_attention_dim']} (SD 2.x uses 1024, SDXL 2048; neurender expects an SD1.5-family "
-            "checkpoint or a matching config folder)"
-        )
+def _flat_text_encoder(plan: ModelPlan, torch_dtype: Any) -> Any:
+    """The text encoder of a checkpoint whose CLIP keys lack ``text_model.``, loaded from the remapped names."""
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm, load_single_file_checkpoint
+    from transformers import CLIPTextModel
+
+    state = load_single_file_checkpoint(str(plan.path), local_files_only=True)
+    remapped = {}
+    for key, value in state.items():
+        if key.startswith(CLIP_PREFIX) and not key.startswith(CLIP_PREFIX + "text_model."):
+            key = CLIP_PREFIX + "text_model." + key[len(CLIP_PREFIX) :]
+        if key.startswith(CLIP_PREFIX):
+            remapped[key] = value
+    return create_diffusers_clip_model_from_ldm(
+        CLIPTextModel,
+        remapped,
+        subfolder="text_encoder",
+        config=str(plan.config_dir),
+        torch_dtype=torch_dtype,
+        local_files_only=True,
+    )
 
 
-def _load_sd(model: Path, config_dir: Path | None, torch_dtype: Any) -> tuple[Any, str]:
+def _load_sd(plan: ModelPlan, torch_dtype: Any) -> Any:
     from diffusers import StableDiffusionPipeline
 
     common = dict(dtype=torch_dtype, safety_checker=None, requires_safety_checker=False, local_files_only=True)
-    if not model.exists():
-        raise ModelMissing(f"model {model} does not exist; expected a diffusers folder or a .safetensors/.ckpt file")
-    if model.is_dir():
-        kind = _folder_kind(model)
-        if kind == "controlnet":
-            raise ModelLoadError(
-                f"model {model} is a ControlNet folder; expected a Stable Diffusion model (a folder with "
-                "model_index.json or a .safetensors/.ckpt checkpoint)"
-            )
-        if kind != "pipeline":
-            raise ModelLoadError(f"model folder {model} has no model_index.json; expected a diffusers-format SD model")
+    model = plan.path
+    if plan.kind == "diffusers-folder":
+        if plan.variant:
+            common["variant"] = plan.variant
         try:
             pipe = StableDiffusionPipeline.from_pretrained(str(model), feature_extractor=None, **common)
         except Exception as e:  # noqa: BLE001
             raise ModelLoadError(
-                f"model folder {model} could not be loaded as an SD1.5 diffusers model: {brief(e)}"
+                f"model folder {model} could not be loaded as an SD1.x diffusers model: {brief(e)}"
             ) from e
-        return pipe, "diffusers-folder"
-
-    info = read_checkpoint(model)
-    if not info.has_sd_unet:
-        what = {"controlnet": "a ControlNet", "lora": "a LoRA"}.get(info.kind, "not a Stable Diffusion checkpoint")
-        raise ModelLoadError(
-            f"model {model} is {what}; expected an SD1.5-family checkpoint (tensors named 'model.diffusion_model.*')"
-        )
-    cfg = Path(config_dir) if config_dir is not None else default_sd15_config_dir()
-    if _folder_kind(cfg) != "pipeline":
-        raise ModelLoadError(f"config folder {cfg} has no model_index.json; expected a diffusers-layout config folder")
-    _check_single_file_fits_config(info, cfg)
-    try:
-        pipe = StableDiffusionPipeline.from_single_file(str(model), config=str(cfg), **common)
-    except Exception as e:  # noqa: BLE001
-        raise ModelLoadError(
-            f"checkpoint {model} could not be loaded with the config folder {cfg} (an SD1.5-family checkpoint was "
-            f"expected): {brief(e)}"
-        ) from e
-    return pipe, "single-file"
+    else:
+        safe_pickle.install()  # diffusers torch.loads a .ckpt again, weights-only
+        cfg = plan.config_dir
+        try:
+            if plan.remap_text_encoder:
+                common["text_encoder"] = _flat_text_encoder(plan, torch_dtype)
+            pipe = StableDiffusionPipeline.from_single_file(str(model), config=str(cfg), **common)
+        except Exception as e:  # noqa: BLE001
+            raise ModelLoadError(
+                f"checkpoint {model} could not be loaded with the config folder {cfg} (an SD1.x-family checkpoint was "
+                f"expected): {brief(e)}"
+            ) from e
+    if pipe.scheduler.config.get("prediction_type") != plan.prediction_type:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, prediction_type=plan.prediction_type)
+    return pipe
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,29 +187,6 @@ def _check_controlnet_fits(controlnet: Any, unet_cfg: dict[str, Any], what: str,
             )
 
 
-def _check_controlnet_path(kind: str, path: Path) -> CheckpointInfo | None:
-    """Up-front checks that need no model: exists, is a ControlNet. Returns the file's tensor info (None: a folder)."""
-    what = f"ControlNet '{kind}'"
-    if not path.exists():
-        raise ModelMissing(f"{what} {path} does not exist; expected a ControlNet folder or .safetensors/.ckpt file")
-    if path.is_dir():
-        fkind = _folder_kind(path)
-        if fkind == "pipeline":
-            raise ModelLoadError(f"{what} {path} is a Stable Diffusion model folder, not a ControlNet")
-        if fkind != "controlnet":
-            raise ModelLoadError(
-                f"{what} folder {path} has no ControlNet config.json; expected a diffusers ControlNetModel folder"
-            )
-        return None
-    info = read_checkpoint(path)
-    if not info.has_controlnet:
-        looks = "a Stable Diffusion checkpoint" if info.has_sd_unet else f"a {info.kind} file"
-        raise ModelLoadError(
-            f"{what} {path} is {looks}, not a ControlNet (no 'control_model.*' / hint-encoder tensors)"
-        )
-    return info
-
-
 def _load_controlnet(
     kind: str, path: Path, info: CheckpointInfo | None, unet_cfg: dict[str, Any], torch_dtype: Any
 ) -> tuple[Any, bool]:
@@ -275,10 +228,14 @@ def load_pipeline(
     device: str = "cpu",
     dtype: str = "float32",
     config_dir: str | Path | None = None,
+    embeddings: Sequence[str | Path] = (),
+    prediction_type: str = "auto",
 ) -> LoadedPipeline:
-    """Load ``model`` (+ ControlNets ``(kind, path)`` in order, + LoRAs) onto ``device`` in ``dtype``, offline.
+    """Load ``model`` (+ ControlNets ``(kind, path)`` in order, + LoRAs, + textual-inversion ``embeddings``: files or
+    folders of them) onto ``device`` in ``dtype``, offline.
 
     ``config_dir`` is the config folder for a single-file ``model`` (default: the generated SD1.5 one).
+    ``prediction_type`` ``"auto"`` takes it from a yaml next to the checkpoint, else the model's scheduler config.
     Raises ``ModelLoadError`` (or ``InputError`` for device/dtype) with one sentence naming the bad file.
     """
     torch_dtype = resolve_dtype(dtype)
@@ -286,11 +243,14 @@ def load_pipeline(
     model_path = Path(model).expanduser()
     # Everything that can be checked without weights first: a typo in the last path fails in milliseconds.
     cn_paths = [(kind, Path(p).expanduser()) for kind, p in controlnets]
-    cn_infos = [_check_controlnet_path(kind, p) for kind, p in cn_paths]
+    cn_infos = [check_controlnet_path(kind, p) for kind, p in cn_paths]
     for spec in loras:
         spec.check()
         check_lora_file(spec.path)
-    pipe, model_kind = _load_sd(model_path, Path(config_dir) if config_dir is not None else None, torch_dtype)
+    embedding_files = find_embeddings(embeddings)
+    plan = check_sd_model(model_path, config_dir, prediction_type)
+    model_kind = plan.kind
+    pipe = _load_sd(plan, torch_dtype)
     random_weights = model_kind == "diffusers-folder" and (model_path / RANDOM_MODEL_MARKER).is_file()
 
     unet_cfg = dict(pipe.unet.config)
@@ -313,17 +273,27 @@ def load_pipeline(
         )
 
     apply_loras(pipe, loras)
+    tokens = load_embeddings(pipe, embedding_files)
     pipe.to(torch_device)
     pipe.set_progress_bar_config(disable=True)
 
-    parts = [f"model {model_path} ({model_kind})"]
+    parts = [f"model {model_path} ({model_kind}, {plan.prediction_type})"]
     if kinds:
         parts.append("controlnets " + ", ".join(f"{k}={p}" for k, p in controlnets))
     if loras:
         parts.append("loras " + ", ".join(f"{s.path}@{s.weight:g}" for s in loras))
+    if tokens:
+        parts.append("embeddings " + ", ".join(tokens))
     parts.append(f"{device}/{dtype}")
     if random_weights:
         parts.append("RANDOM WEIGHTS (demo model: output is noise-like, not art)")
     description = "; ".join(parts)
     log.info("loaded %s", description)
-    return LoadedPipeline(pipe=pipe, control_kinds=kinds, description=description, random_weights=random_weights)
+    return LoadedPipeline(
+        pipe=pipe,
+        control_kinds=kinds,
+        description=description,
+        random_weights=random_weights,
+        prediction_type=plan.prediction_type,
+        embedding_tokens=tokens,
+    )

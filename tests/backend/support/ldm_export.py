@@ -9,6 +9,8 @@ map to exactly one LDM name, or ``ExportError`` is raised: an incomplete mapping
 
 from __future__ import annotations
 
+import pickle
+import types
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +160,13 @@ def _schedule_buffers(n: int = 1000) -> dict[str, torch.Tensor]:
     return {"betas": betas.float(), "alphas_cumprod": torch.cumprod(1 - betas, 0).float()}
 
 
-def sd_checkpoint_state(unet: Any, vae: Any, text_encoder: Any) -> dict[str, torch.Tensor]:
-    """One LDM-layout state dict for a whole SD model, as found in an SD1.x ``.safetensors``/``.ckpt``."""
+def sd_checkpoint_state(unet: Any, vae: Any, text_encoder: Any, text_layout: str = "text_model") -> dict[str, torch.Tensor]:
+    """One LDM-layout state dict for a whole SD model, as found in an SD1.x ``.safetensors``/``.ckpt``.
+
+    ``text_layout="flat"`` writes the CLIP keys without ``text_model.`` (``cond_stage_model.transformer.encoder...``),
+    as diffusers' convert_diffusers_to_original_stable_diffusion.py does under transformers 5.
+    """
+    inner = "text_model." if text_layout == "text_model" else ""
     state: dict[str, torch.Tensor] = dict(_schedule_buffers())
     for k, v in unet_to_ldm(unet.state_dict(), dict(unet.config)).items():
         state[UNET_PREFIX + k] = v
@@ -167,9 +174,9 @@ def sd_checkpoint_state(unet: Any, vae: Any, text_encoder: Any) -> dict[str, tor
         state[VAE_PREFIX + k] = v
     for k, v in text_encoder.state_dict().items():
         # transformers >= 5.6 flattened CLIPTextModel; SD1.x files keep the old "text_model." level.
-        state[CLIP_PREFIX + (k if k.startswith("text_model.") else "text_model." + k)] = v
+        state[CLIP_PREFIX + inner + k.removeprefix("text_model.")] = v
     n_pos = text_encoder.config.max_position_embeddings
-    state[CLIP_PREFIX + "text_model.embeddings.position_ids"] = torch.arange(n_pos, dtype=torch.int64)[None]
+    state[CLIP_PREFIX + inner + "embeddings.position_ids"] = torch.arange(n_pos, dtype=torch.int64)[None]
     return {k: v.detach().contiguous().clone() for k, v in state.items()}
 
 
@@ -188,4 +195,52 @@ def save_checkpoint(state: dict[str, torch.Tensor], path: str | Path) -> Path:
         save_file(state, str(p))
     else:
         torch.save({"state_dict": state}, p)
+    return p
+
+
+class _RenamingPickler(pickle._Pickler):
+    """Pure-Python pickler that writes chosen globals under other names (module and class of 2022's libraries)."""
+
+    renames: dict[Any, str] = {}
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        if obj in self.renames:
+            module, qualname = self.renames[obj].rsplit(".", 1)
+            self.write(pickle.GLOBAL + f"{module}\n{qualname}\n".encode())
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
+
+
+class ModelCheckpoint:
+    """Written as ``pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint`` (PyTorch Lightning 1.4)."""
+
+
+def save_official_ckpt(state: dict[str, torch.Tensor], path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """A ``.ckpt`` with the top level of the CompVis/Stability SD1.x releases (sd-v1-4.ckpt, v1-5-pruned.ckpt).
+
+    Written by PyTorch Lightning 1.4 with numpy 1.2x: ``epoch``/``global_step`` numpy int64 scalars (pickled through
+    ``numpy.core.multiarray.scalar`` and ``numpy.dtype``), ``pytorch-lightning_version``, ``callbacks`` keyed by the
+    ``ModelCheckpoint`` class (its state a dict), plus here a ``ModelCheckpoint`` instance, and ``state_dict``.
+    """
+    import numpy as np
+
+    scalar = np._core.multiarray.scalar if hasattr(np, "_core") else np.core.multiarray.scalar
+    renames = {scalar: "numpy.core.multiarray.scalar",
+               ModelCheckpoint: "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint"}
+    pickler = type("Pickler", (_RenamingPickler,), {"renames": renames})
+    callback = ModelCheckpoint()
+    callback.__dict__.update(monitor=None, save_top_k=-1, best_model_path="", dirpath="/fsx/logs/checkpoints")
+    top = {
+        "epoch": np.int64(6),
+        "global_step": np.int64(840000),
+        "pytorch-lightning_version": "1.4.2",
+        "callbacks": {ModelCheckpoint: {"monitor": None, "best_model_score": None, "best_model_path": "",
+                                        "current_score": None, "dirpath": "/fsx/logs/checkpoints"}},
+        "hparams_callback": callback,
+        "state_dict": state,
+        **(extra or {}),
+    }
+    p = Path(path)
+    torch.save(top, p, pickle_module=types.SimpleNamespace(Pickler=pickler, __name__="pickle"))
     return p
