@@ -115,7 +115,7 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
                    help="denoising steps (0-based) at which the in-iteration deflicker runs, e.g. 4,9,14")
     p.add_argument("--deflicker-space", dest="deflicker_space", choices=("pixel", "latent"), default=d,
                    help="in-iteration deflicker on decoded frames (DiffSynth) or on latents (cheaper)")
-    p.add_argument("--deflicker-method", dest="deflicker_method", choices=("auto", "exact", "patchmatch"), default=d)
+    p.add_argument("--deflicker-method", dest="deflicker_method", choices=("auto", "exact", "flow", "patchmatch"), default=d)
     p.add_argument("--deflicker-window", dest="deflicker_window", type=int, default=d)
     p.add_argument("--deflicker-compensate", dest="deflicker_compensate", action="store_true", default=d,
                    help="after blending, match each frame's colour statistics to its window's input")

@@ -507,8 +507,8 @@ class RenderSettings:
         for s in self.deflicker_steps:
             if not (0 <= s < self.steps):
                 raise ContractError(f"deflicker step {s} is outside 0..{self.steps - 1}")
-        if self.deflicker_method not in ("auto", "exact", "patchmatch"):
-            raise ContractError("deflicker method must be auto, exact or patchmatch")
+        if self.deflicker_method not in ("auto", "exact", "flow", "patchmatch"):
+            raise ContractError("deflicker method must be auto, exact, flow or patchmatch")
         if not (1 <= self.deflicker_window <= 32):
             raise ContractError("deflicker window must be within 1..32")
         if self.deflicker_space not in DEFLICKER_SPACES:

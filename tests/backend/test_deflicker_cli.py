@@ -75,7 +75,8 @@ def test_cli_exr_sequence_without_passes_uses_patchmatch(shot, tmp_path, monkeyp
         return c, c
 
     monkeypatch.setattr("neurender.deflicker.patchmatch.estimate_correspondence_pair", fake)
-    assert main(["deflicker", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--window", "1"]) == 0
+    assert main(["deflicker", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--window", "1",
+                 "--method", "patchmatch", "--engine", "average"]) == 0
     assert len(calls) == 2 and all(c is None for c in calls)  # one search per frame pair, both directions
     out = [read_image(tmp_path / "out" / f"beauty.{f}.exr") for f in picked]
     assert out[0].kind == "exr" and out[1].rgb.max() > 1.5  # linear HDR values survive

@@ -85,7 +85,7 @@ def test_latent_hook_makes_x0_the_deflickered_prediction_and_reduces_warp_error(
     expected = deflicker(seen["x0"], float("-inf"), float("inf"))
     assert torch.allclose(seen["x0_after"], expected, atol=1e-4)
     assert _latent_warp_error(seen["x0_after"], source) < 0.7 * _latent_warp_error(seen["x0"], source)
-    assert deflicker.plan.pairs == 2 + 3 + 3 + 2  # window 2 over 4 frames
+    assert sum(len(g) for g in deflicker.plan.groups) == 2 + 3 + 3 + 2  # window 2 over 4 frames at full size
 
 
 def test_runner_runs_the_hook_and_the_post_pass(tiny_model_dir, scene_folder, tmp_path):

@@ -191,14 +191,14 @@ def test_reprojection_matches_the_vector_chain_for_a_static_scene_with_a_moving_
     assert hidden.sum() > 20
 
 
-def test_reprojection_refuses_moving_objects_and_auto_falls_back_to_patchmatch(scene_folder, monkeypatch):
+def test_reprojection_refuses_moving_objects_and_auto_falls_back_to_estimated_flow(scene_folder, monkeypatch):
     scene, folder = scene_folder
     far = MotionSource.from_folder(folder)
     far.chain_limit = 0
     c = far.correspondence(0, 4)
     assert not c.mask[torch.from_numpy(scene.square_mask(scene.frame_numbers[0]))].any()  # square moves: untrusted
     assert c.mask[torch.from_numpy(scene.sky_mask() | scene.floor_mask())].float().mean() > 0.95
-    # no vector pass and no cameras: auto uses PatchMatch on the guides, exact is refused
+    # no vector pass and no cameras: auto uses estimated flow (DIS) on the guides, exact is refused; PatchMatch on request
     calls = []
 
     def fake(guide_i, guide_j, init_flow=None, radius=None, **kw):
@@ -210,16 +210,16 @@ def test_reprojection_refuses_moving_objects_and_auto_falls_back_to_patchmatch(s
     monkeypatch.setattr("neurender.deflicker.patchmatch.estimate_correspondence_pair", fake)
     frames = [np.random.rand(16, 24, 3).astype(np.float32) for _ in range(3)]
     plain = MotionSource(guides=frames)
-    assert plain.resolve("auto") == "patchmatch"
+    assert plain.resolve("auto") == "flow"
     with pytest.raises(InputError, match="vector pass or cameras"):
         plain.resolve("exact")
-    out = plain.correspondence(0, 2, "auto")
+    out = plain.correspondence(0, 2, "patchmatch")
     assert out.flow.shape == (16, 24, 2) and calls == [((16, 24, 3), None)]
     assert float(out.flow.abs().max()) == 0.0
     # the reverse direction comes from the same search (its backward field), once
-    back = plain.correspondence(2, 0, "auto")
+    back = plain.correspondence(2, 0, "patchmatch")
     assert len(calls) == 1 and torch.equal(back.flow, torch.full((16, 24, 2), 0.5))
-    plain.correspondence(2, 0, "auto")
+    plain.correspondence(2, 0, "patchmatch")
     assert len(calls) == 2
     # with passes, PatchMatch starts from the exact motion
     calls.clear()

@@ -7,8 +7,10 @@ Modules (one idea each; import them directly, this package imports nothing at im
 * ``vector_pass`` -- adjacent-frame flows from Blender's Vector pass;
 * ``reprojection`` -- far-frame flows from depth + cameras;
 * ``visibility`` -- occlusion: depth test, forward/backward consistency, object index;
-* ``motion`` -- ``MotionSource`` / ``correspondences(...)``: exact motion first, PatchMatch (``patchmatch``) otherwise;
-* ``blend`` -- the temporal blend along correspondences (plan once, apply many times);
+* ``motion`` -- ``MotionSource`` / ``correspondences(...)``: exact motion first, estimated flow (``estimated_flow``:
+  OpenCV DIS) otherwise, PatchMatch (``patchmatch``) on request;
+* ``robust`` -- the default engine: colour compensation along the motion + robust fusion (plan once, apply many times);
+* ``blend`` -- the plain temporal blend along correspondences (the ``average`` engine);
 * ``enhance`` -- contrast/sharpness x1.1 (DiffSynth) and colour statistics compensation;
 * ``sequence`` -- ``Deflicker`` (blend + corrections) and ``deflicker_frames`` for finished frames;
 * ``hook`` -- ``DeflickerHook``, the in-iteration deflicker for ``LockstepSampler`` (DiffSynth Sec. 3.3);

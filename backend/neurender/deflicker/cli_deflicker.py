@@ -1,4 +1,4 @@
-"""``neurender deflicker FRAMES_DIR --out OUT_DIR [--passes PASS_DIR] [--window N] [--method ...]``.
+"""``neurender deflicker FRAMES_DIR --out OUT_DIR [--passes PASS_DIR] [--window N] [--method ...] [--engine ...]``.
 
 A thin adapter: reads a PNG/EXR sequence, matches it to a pass folder's frames by the number in each file name,
 deflickers it with ``sequence.Deflicker`` and writes every frame (same name and format) atomically into OUT_DIR.
@@ -14,13 +14,21 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+DEFAULT_WINDOW = 4
+"""``neurender.deflicker.robust.DEFAULT_WINDOW`` (not imported: the CLI parser must not load torch)."""
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("deflicker", help="deflicker a PNG/EXR frame sequence (exact motion from a pass folder)")
     p.add_argument("frames_dir", type=Path, help="folder of frames (PNG 8/16-bit or EXR), numbered in their names")
     p.add_argument("--out", type=Path, required=True, help="output folder (same file names)")
-    p.add_argument("--passes", type=Path, help="pass folder of the shot: exact motion instead of PatchMatch")
-    p.add_argument("--window", type=int, default=3, help="neighbours on each side blended into a frame (default 3)")
-    p.add_argument("--method", choices=("auto", "exact", "patchmatch"), default="auto")
+    p.add_argument("--passes", type=Path, help="pass folder of the shot: exact motion instead of estimated flow")
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                   help=f"neighbours on each side fused into a frame (default {DEFAULT_WINDOW})")
+    p.add_argument("--method", choices=("auto", "exact", "flow", "patchmatch"), default="auto",
+                   help="motion: auto = exact with --passes, else estimated optical flow (DIS); patchmatch on request")
+    p.add_argument("--engine", choices=("fusion", "average"), default="fusion",
+                   help="fusion: undo colour flicker and fuse robustly (default); average: plain blend along the motion")
     p.add_argument("--interpolation", choices=("bicubic", "bilinear"), default="bicubic",
                    help="sampling along the motion: bicubic keeps fine detail (default), bilinear is faster")
     p.add_argument("--compensate", action="store_true", help="match colour statistics to the window average")
@@ -71,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     hdr = images[0].kind == "exr"
     scale = max(float(stack.max()), 1.0) if hdr else 1.0
     out = deflicker_frames(stack / scale, source, DeflickerOptions(window=args.window, method=args.method,
-                                                                    compensate=args.compensate,
+                                                                    engine=args.engine, compensate=args.compensate,
                                                                     sharpen=args.sharpen)) * scale
     for f, im, rgb in zip(frames, images, out):
         write_image(out_dir / f.path.name, rgb, im)

@@ -8,9 +8,11 @@ pass, cameras; at the pass resolution) and answers ``correspondence(a, b)`` for 
   adjacent flows (static points hidden in an intermediate frame are filled in by reprojection); far frames by depth + camera reprojection (``reprojection.py``), trusted only on points that the
   Vector pass shows as static (their adjacent motion equals the camera-induced motion), since reprojection knows
   nothing of moving objects. Visibility from ``visibility.py`` (depth test, forward/backward consistency, object index).
+* ``flow`` -- estimated optical flow (OpenCV DIS, ``estimated_flow.py``) between adjacent guide images (the Combined
+  pass, or the frames themselves), far pairs chained like the Vector pass; the best measured choice without passes.
 * ``patchmatch`` -- estimated from guide images (the Combined pass, or the frames themselves) by the PatchMatch
   module ``neurender.deflicker.patchmatch`` (Barnes et al. 2009), initialised with exact motion when there is some.
-* ``auto`` -- ``exact`` when the passes carry a Vector pass or cameras, else ``patchmatch``.
+* ``auto`` -- ``exact`` when the passes carry a Vector pass or cameras, else ``flow``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from neurender.errors import InputError
 
 log = logging.getLogger(__name__)
 
-METHODS = ("auto", "exact", "patchmatch")
+METHODS = ("auto", "exact", "flow", "patchmatch")
 DEFAULT_CHAIN_LIMIT = 8
 INTERPOLATIONS = ("bilinear", "bicubic")
 DEFAULT_INTERPOLATION = "bilinear"
@@ -116,6 +118,8 @@ class MotionSource:
         self._adjacent: dict[tuple[int, int], Correspondence] = {}
         self._static: dict[int, torch.Tensor] = {}
         self._reverse: dict[tuple[int, int], Correspondence] = {}
+        self._flow: dict[tuple, Correspondence] = {}
+        """Estimated (DIS) adjacent pairs and their chains."""
         """PatchMatch pairs not yet asked for: each search yields both directions (kept until the reverse is used)."""
 
     @classmethod
@@ -147,7 +151,7 @@ class MotionSource:
                 "deflicker method 'exact' needs a pass folder with a vector pass or cameras; use 'patchmatch' or 'auto'"
             )
         if method == "auto":
-            return "exact" if exact_possible else "patchmatch"
+            return "exact" if exact_possible else "flow"
         return method
 
     def _adjacent_numbers(self, a: int, b: int) -> bool:
@@ -205,7 +209,8 @@ class MotionSource:
         return Correspondence(flow, valid * self.static_mask(a).float(), self._sharp(flow, fa, fb))
 
     def _sharp(self, flow: torch.Tensor, fa: _FrameData, fb: _FrameData) -> Optional[torch.Tensor]:
-        if self.interpolation != "bicubic":
+        """Where a wide footprint around the match stays on one object (bicubic taps; the fusion's coarse levels)."""
+        if fa.index is None or fb.index is None:
             return None
         return footprint_pure(flow, fa.index, fb.index)
 
@@ -243,6 +248,28 @@ class MotionSource:
             "(not consecutive and no cameras)"
         )
 
+    def _adjacent_estimated(self, a: int, b: int) -> Correspondence:
+        """a -> b = a +- 1 by DIS on the guides (both directions from one call), at the guide resolution."""
+        if (a, b) not in self._flow:
+            from neurender.deflicker.estimated_flow import dis_pair
+
+            ga, gb = self._guides[a], self._guides[b]
+            if ga is None or gb is None:
+                raise InputError("the estimated-flow deflicker needs guide images (a Combined pass or the frames)")
+            self._flow[(a, b)], self._flow[(b, a)] = dis_pair(ga, gb)
+        return self._flow[(a, b)]
+
+    def _estimated(self, a: int, b: int) -> Correspondence:
+        """a -> b by chaining adjacent DIS flows (cached, so a window of chains costs one link each)."""
+        key = ("chain", a, b)
+        if key not in self._flow:
+            step = 1 if b > a else -1
+            if abs(b - a) == 1:
+                self._flow[key] = self._adjacent_estimated(a, b)
+            else:
+                self._flow[key] = compose(self._estimated(a, b - step), self._adjacent_estimated(b - step, b))
+        return self._flow[key]
+
     def _patchmatch(self, a: int, b: int, init: Optional[Correspondence]) -> Correspondence:
         """a -> b by PatchMatch; the b -> a field of the same search is kept for the reverse query."""
         try:
@@ -271,6 +298,8 @@ class MotionSource:
         resolved = self.resolve(method)
         if resolved == "exact":
             c = self._exact(a, b)
+        elif resolved == "flow":
+            c = self._estimated(a, b)
         elif (a, b) in self._reverse:
             c = self._reverse.pop((a, b))
         else:

@@ -4,7 +4,7 @@
 * SSIM (Wang et al. 2004, "Image quality assessment: from error visibility to structural similarity", Eq. 13):
   Gaussian window sigma 1.5 (11 x 11), K1 = 0.01, K2 = 0.03, L = 1, per channel, averaged over the image.
 * Sharpness: mean gradient magnitude (central differences of luma) and variance of the Laplacian of luma
-  (Pech-Pacheco et al. 2000); the ratio to the reference's value shows blur (< 1) or over-sharpening (> 1).
+  (Pech-Pacheco et al. 2000), and gradient energy (mean squared gradient magnitude of luma); the ratio to the reference's value shows blur (< 1) or over-sharpening (> 1).
 """
 
 from __future__ import annotations
@@ -64,6 +64,12 @@ def gradient_sharpness(image: np.ndarray) -> float:
     """Mean gradient magnitude of luma (per pixel, 0..1 units)."""
     gy, gx = np.gradient(_luma(image))
     return float(np.mean(np.hypot(gx, gy)))
+
+
+def gradient_energy(image: np.ndarray) -> float:
+    """Mean squared gradient magnitude of luma (central differences, 0..1 units)."""
+    gy, gx = np.gradient(_luma(image))
+    return float(np.mean(gx * gx + gy * gy))
 
 
 def laplacian_variance(image: np.ndarray) -> float:

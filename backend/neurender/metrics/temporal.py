@@ -4,6 +4,8 @@
   ``E = mean_t  sum_p M_t(p) ||O_t(p) - W(O_{t+1})(p)||^2 / sum_p M_t(p)``, where ``W`` warps frame t+1 onto frame
   t along the flow t -> t+1 and ``M_t`` is the non-occlusion mask; ``||.||^2`` sums the RGB channels (0..1 values).
   Lower is better; 0 for a sequence that only moves along the flow.
+* Warp L1 (the same warp and mask, L1 on a 0..255 scale): ``mean_t  sum_p M_t(p) mean_c |O_t - W(O_{t+1})| * 255 /
+  sum_p M_t(p)``; less dominated by a few outliers than the squared form, and in the units deflicker reports use.
 * Pixel-MSE (Pix2Video, Ceylan et al. 2023): mean squared difference (over pixels and channels) between frame t and
   frame t+1 warped onto it, over every pixel whose match lies inside the image (no occlusion mask).
 * Brightness flicker: the standard deviation over frames of the per-frame mean luma (Rec. 709 weights), after
@@ -37,6 +39,20 @@ def warp_errors(frames: Sequence[np.ndarray], motion: Sequence[PairMotion]) -> n
         sq = np.square(np.asarray(frames[t], dtype=np.float64) - warped).sum(-1)
         if m.mask.any():
             out[t] = float(sq[m.mask].mean())
+    return out
+
+
+def warp_l1(frames: Sequence[np.ndarray], motion: Sequence[PairMotion]) -> np.ndarray:
+    """Per pair t -> t+1 mean absolute difference (0..255 scale) between frame t and frame t+1 warped onto it,
+    over the visible pixels; NaN for a pair with no visible pixel."""
+    _check(frames, motion)
+    out = np.full(len(motion), np.nan)
+    for t, m in enumerate(motion):
+        warped = warp_to_previous(frames[t + 1], m.flow)
+        diff = np.abs(np.asarray(frames[t], dtype=np.float64) - warped)
+        diff = diff.mean(-1) if diff.ndim == 3 else diff
+        if m.mask.any():
+            out[t] = float(diff[m.mask].mean() * 255.0)
     return out
 
 
