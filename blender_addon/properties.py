@@ -57,7 +57,7 @@ class NeurenderShot(bpy.types.PropertyGroup):
                                  description="0 keeps one depth range for the shot; odd >= 3 smooths it")
     deflicker_steps: StringProperty(name="Deflicker steps", default="",
                                     description="Comma-separated denoising step indices, e.g. 4,9,14")
-    deflicker_method: EnumProperty(name="Deflicker", items=_items(("auto", "exact", "patchmatch")), default="auto")
+    deflicker_method: EnumProperty(name="Deflicker", items=_items(("auto", "exact", "flow", "patchmatch")), default="auto")
     deflicker_window: IntProperty(name="Deflicker window", default=3, min=1, max=32)
     post_deflicker: BoolProperty(name="Post deflicker", default=False)
     deflicker_compensate: BoolProperty(name="Colour compensation", default=False,
