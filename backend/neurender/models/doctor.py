@@ -81,6 +81,14 @@ def inspect_model(path: str | Path, config_dir: str | Path | None = None) -> dic
         result.update(kind=kind, ok=True, error=None, render=sentence)
         return result
 
+    def judged(kind: str, check, sentence: str | None = None) -> dict[str, Any]:
+        # render's own check decides; its refusal sentence (or its description, or ``sentence``) is the verdict
+        try:
+            description = check()
+        except ModelLoadError as e:
+            return refused(kind, e)
+        return accepted(kind, sentence if sentence is not None else description)
+
     if not p.exists():
         return refused("missing", ModelLoadError(f"{p} does not exist"))
     if p.is_dir():
@@ -89,17 +97,11 @@ def inspect_model(path: str | Path, config_dir: str | Path | None = None) -> dic
         except ModelLoadError as e:
             return refused("unknown", e)
         if folder == "pipeline":
-            try:
-                return accepted("diffusers-folder", check_sd_model(p, config_dir).describe())
-            except ModelLoadError as e:
-                return refused("diffusers-folder", e)
+            return judged("diffusers-folder", lambda: check_sd_model(p, config_dir).describe())
         if folder == "controlnet":
-            try:
-                check_controlnet_path("controlnet", p)
-            except ModelLoadError as e:
-                return refused("controlnet-folder", e)
-            return accepted("controlnet-folder", f"render loads {p} as a ControlNet folder (its fit to the model is "
-                                                  "checked against the model's UNet)")
+            return judged("controlnet-folder", lambda: check_controlnet_path("controlnet", p),
+                          f"render loads {p} as a ControlNet folder (its fit to the model is checked against the "
+                          "model's UNet)")
         kind = "model-folder" if folder == "other-model" else "unknown"
         return refused(kind, ModelLoadError(f"{p} has neither model_index.json nor a ControlNet config.json"))
     try:
@@ -108,23 +110,13 @@ def inspect_model(path: str | Path, config_dir: str | Path | None = None) -> dic
         return refused("unknown", e)
     result["tensors"] = len(info.shapes)
     if info.kind == "lora":
-        try:
-            check_lora(p)
-        except ModelLoadError as e:
-            return refused("lora-file", e)
-        return accepted("lora-file", f"render applies {p} as a LoRA")
+        return judged("lora-file", lambda: check_lora(p), f"render applies {p} as a LoRA")
     if info.kind == "controlnet":
-        try:
-            check_controlnet_path("controlnet", p)
-        except ModelLoadError as e:
-            return refused("controlnet-file", e)
-        return accepted("controlnet-file", f"render loads {p} as an SD1.x ControlNet file (its fit to the model is "
-                                           "checked against the model's UNet)")
+        return judged("controlnet-file", lambda: check_controlnet_path("controlnet", p),
+                      f"render loads {p} as an SD1.x ControlNet file (its fit to the model is checked against the "
+                      "model's UNet)")
     if info.kind == "sd-checkpoint":
-        try:
-            return accepted("single-file", check_sd_model(p, config_dir).describe())
-        except ModelLoadError as e:
-            return refused("single-file", e)
+        return judged("single-file", lambda: check_sd_model(p, config_dir).describe())
     if p.suffix.lower() in EMBEDDING_SUFFIXES:
         try:
             vectors = read_embedding(p)
