@@ -1,0 +1,107 @@
+"""Scenario: an artist's own scene (motion blur, own output path/format, production samples, own strip); F12, Ctrl+F12,
+the panel's Render Animation and Render This Frame mixed; a generic RNA snapshot of the scene before and after."""
+
+import sys
+
+import common
+
+config, mod = common.start(sys.argv[1])
+import bpy  # noqa: E402
+import scenes  # noqa: E402
+
+compat = mod.compat
+scene = scenes.build(frames=3, samples=2)
+prefs = mod.preferences.get()
+prefs.backend_url = config["url"]
+shot = scene.neurender
+shot.output_dir = config["out"]
+shot.prompt = "a tin robot"
+shot.steps = 2
+
+# the artist's own, non-default settings
+scene.render.use_motion_blur = True
+scene.render.motion_blur_shutter = 0.7
+scene.render.filepath = config["out"] + "/artist/beauty_"
+scene.render.image_settings.file_format = "JPEG"
+scene.render.image_settings.quality = 83
+scene.render.use_sequencer = True
+scene.cycles.samples = 2
+scene.cycles.use_denoising = True
+se = scene.sequence_editor_create()
+try:
+    compat.strips(se).new_effect(name="artist", type="COLOR", channel=1, frame_start=1, frame_end=11)
+except TypeError:  # 5.0: length instead of frame_end
+    compat.strips(se).new_effect(name="artist", type="COLOR", channel=1, frame_start=1, length=10)
+
+SKIP = {"rna_type", "neurender", "frame_current", "frame_current_final", "frame_float", "frame_subframe",
+        "is_evaluated", "original", "depsgraph", "active_layer_collection", "layer_collection", "users", "session_uid", "is_dirty", "sequence_editor", "tag"}
+
+
+def snap(obj, depth=0):
+    """Every readable RNA property of obj, recursing into pointers and collections (bounded depth)."""
+    out = {}
+    if obj is None or depth > 2:
+        return out
+    for p in obj.bl_rna.properties:
+        k = p.identifier
+        if k in SKIP:
+            continue
+        try:
+            v = getattr(obj, k)
+        except Exception:  # noqa: BLE001 - some properties are unreadable headless
+            continue
+        if p.type == "POINTER":
+            if isinstance(v, bpy.types.ID):
+                out[k] = v.name
+            elif v is not None:
+                out[k] = snap(v, depth + 1)
+        elif p.type == "COLLECTION":
+            out[k] = [snap(i, depth + 1) if not isinstance(i, bpy.types.ID) else i.name for i in v]
+        else:
+            try:
+                out[k] = list(v) if hasattr(v, "__len__") and not isinstance(v, str) else v
+            except TypeError:
+                out[k] = str(v)
+    return out
+
+
+def whole():
+    return {"render": snap(scene.render), "cycles": snap(scene.cycles),
+            "view_layers": [snap(v) for v in scene.view_layers], "display": snap(scene.display_settings),
+            "view": snap(scene.view_settings), "world": scene.world.name if scene.world else None,
+            "camera": scene.camera.name, "range": [scene.frame_start, scene.frame_end],
+            "strips": sorted((s.name, s.channel, s.frame_final_start, s.frame_final_end)
+                             for s in compat.all_strips(se) if not s.get("neurender"))}
+
+
+def diff(a, b, path=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in sorted(set(a) | set(b)) for d in diff(a.get(k), b.get(k), f"{path}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} -> {b!r}"]
+
+
+before = whole()
+changes = {}
+shot.render_hook = True
+bpy.ops.render.render()  # F12
+changes["F12"] = diff(before, whole())
+bpy.ops.render.render(animation=True)  # Ctrl+F12
+changes["Ctrl+F12"] = diff(before, whole())
+hook_after_ops = []
+for name in ("render_animation", "render_frame"):
+    op = getattr(bpy.ops.neurender, name, None)
+    if op is None:
+        changes[name] = ["operator missing"]
+        continue
+    try:
+        op()
+    except RuntimeError as e:  # a refusal is reported, not a change
+        changes.setdefault("refused", []).append(f"{name}: {e}")
+    changes[name] = diff(before, whole())
+    hook_after_ops.append(shot.render_hook)
+bpy.ops.render.render(animation=True)  # a second Ctrl+F12
+changes["second Ctrl+F12"] = diff(before, whole())
+shot.render_hook = False
+common.finish({"changes": changes, "hook_after_ops": hook_after_ops, "scenes": [s.name for s in bpy.data.scenes]})
