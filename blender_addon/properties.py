@@ -58,7 +58,7 @@ class NeurenderShot(bpy.types.PropertyGroup):
     deflicker_steps: StringProperty(name="Deflicker steps", default="",
                                     description="Comma-separated denoising step indices, e.g. 4,9,14")
     deflicker_method: EnumProperty(name="Deflicker", items=_items(("auto", "exact", "flow", "patchmatch")), default="auto")
-    deflicker_window: IntProperty(name="Deflicker window", default=3, min=1, max=32)
+    deflicker_window: IntProperty(name="Deflicker window", default=4, min=1, max=32)
     post_deflicker: BoolProperty(name="Post deflicker", default=False)
     deflicker_compensate: BoolProperty(name="Colour compensation", default=False,
                                        description="After blending, match each frame's colours to its window's input")

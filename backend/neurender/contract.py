@@ -443,7 +443,7 @@ class RenderSettings:
     deflicker_steps: list[int] = field(default_factory=list)
     """Denoising step indices at which the in-iteration deflicker runs (empty: never)."""
     deflicker_method: str = "auto"
-    deflicker_window: int = 3
+    deflicker_window: int = 4
     post_deflicker: bool = False
     deflicker_compensate: bool = False
     """After blending, match each frame's colour statistics to its window's input (global colour/brightness flicker)."""
