@@ -52,6 +52,9 @@ SCHEDULERS = ("ddim", "euler_a", "dpmpp_2m", "lcm", "tcd")
 FEW_STEP_SCHEDULERS = ("lcm", "tcd")
 """Consistency-distilled samplers (LCM-LoRA, TCD / Hyper-SD LoRAs): at most 50 steps (their distillation schedule)."""
 CONSISTENCY_MODES = ("off", "first", "first+prev", "window", "keyframes")
+DEFAULT_CONSISTENCY = "first+prev"
+ANCHOR_MODES = ("first", "first+prev", "window")
+"""Consistency modes whose cross-frame attention takes precomputed shared anchors (``neurender anchors``)."""
 CONTROL_KINDS = ("depth", "normal", "edges")
 DTYPES = ("float32", "float16", "bfloat16", "auto")
 """``auto``: float16 on a GPU, float32 on the CPU (resolved by the backend, which reports what it picked)."""
@@ -423,7 +426,7 @@ class RenderSettings:
     model: str = ""
     controlnets: list[ControlNetUnit] = field(default_factory=list)
     loras: list[LoraSpec] = field(default_factory=list)
-    consistency: str = "first+prev"
+    consistency: str = DEFAULT_CONSISTENCY
     fixed_noise: bool = True
     window_size: int = 8
     window_stride: int = 4

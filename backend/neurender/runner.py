@@ -221,7 +221,18 @@ def run_render(
     if settings.consistency == "keyframes":  # issue #6: keyframes + token propagation along the passes' exact motion
         from neurender.engine.keyframes import keyframe_strategy
 
-        strategy = keyframe_strategy(settings, folder, frames, width, height)
+        img2img = None
+        if settings.img2img_strength > 0:
+            from neurender.engine.pnp import Img2Img, source_frames_from_passes
+
+            img2img = Img2Img(
+                source=lambda: source_frames_from_passes(folder, frames, width, height),
+                strength=settings.img2img_strength,
+                inversion_steps=settings.inversion_steps,
+                pnp_features=settings.pnp_features,
+                pnp_attention=settings.pnp_attention,
+            )
+        strategy = keyframe_strategy(folder, frames, width, height, block=settings.keyframe_block, img2img=img2img)
     sampler = LockstepSampler(
         pipe=pipe,
         options=sampler_options(settings, len(kinds)),

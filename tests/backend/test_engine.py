@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from neurender.engine.attention import CrossFrameState, cross_frame_attention
-from neurender.engine.sampler import LockstepSampler, SamplerOptions, triangular_weights, window_groups
+from neurender.engine.sampler import LockstepSampler, SamplerOptions
+from neurender.engine.strategy import triangular_weights, window_groups
 from neurender.engine.schedulers import make_scheduler
 from neurender.models.loading import load_pipeline
 

@@ -75,8 +75,17 @@ def attention_input(attn, hidden_states: torch.Tensor, temb: Optional[torch.Tens
 
 def attention_output(attn, out: torch.Tensor, residual: torch.Tensor, spatial) -> torch.Tensor:
     """The stock processor's epilogue: output projection, dropout, 4-D shape, residual, rescale."""
+    return attention_residual(attn, output_projection(attn, out), residual, spatial)
+
+
+def output_projection(attn, out: torch.Tensor) -> torch.Tensor:
+    """The first half of the epilogue: output projection and dropout (tokens stay (B, T, C))."""
     out = attn.to_out[0](out)
-    out = attn.to_out[1](out)
+    return attn.to_out[1](out)
+
+
+def attention_residual(attn, out: torch.Tensor, residual: torch.Tensor, spatial) -> torch.Tensor:
+    """The second half of the epilogue: the 4-D shape restored, residual connection, rescale."""
     if spatial is not None:
         out = out.transpose(-1, -2).reshape(spatial)
     if attn.residual_connection:

@@ -15,20 +15,26 @@ else from nearest neighbours of the diffusion features (``FeatureCorrespondences
 Optionally (``Img2Img``) the shot starts from the DDIM inversion of the beauty render instead of noise, with
 Plug-and-Play structure injection from the source branch during the early steps (``inversion.py``, ``pnp.py``).
 
-``KeyframeStrategy`` is what ``LockstepSampler`` calls in place of its own grouping when ``consistency`` is
-``keyframes``; step hooks (the deflicker) still see and may replace the noise estimates of all frames.
+``KeyframeStrategy`` is the ``keyframes`` implementation of the consistency-strategy protocol (``strategy.py``);
+step hooks (the deflicker) still see and may replace the noise estimates of all frames.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
 
+from neurender.engine.attention import CrossFrameState
+from neurender.engine.pnp import Img2Img
 from neurender.engine.tokenflow_attention import KeyframeContext, keyframe_attention
+from neurender.engine.tokenflow_correspondence import Correspondences, FeatureCorrespondences
+
+if TYPE_CHECKING:  # the sampler imports strategy.py, which builds this strategy; annotations only
+    from neurender.engine.sampler import LockstepSampler
 
 log = logging.getLogger(__name__)
 
@@ -68,34 +74,36 @@ class KeyframeStrategy:
     """
 
     block: int = DEFAULT_BLOCK
-    correspondences: object = None
-    img2img: Optional[object] = None
+    correspondences: Optional[Correspondences] = None
+    img2img: Optional[Img2Img] = None
     last_keyframes: list[int] = field(default_factory=list)
+    name = "keyframes"
+    cross_frame = True
+    takes_anchors = False
 
     def __post_init__(self) -> None:
         if self.block < 1:
             raise ValueError("keyframe block must be at least 1")
         if self.correspondences is None:
-            from neurender.engine.tokenflow_correspondence import FeatureCorrespondences
-
             self.correspondences = FeatureCorrespondences()
         self.ctx: Optional[KeyframeContext] = None
 
-    # --- what the sampler calls ------------------------------------------------------------------------------
-    def attention(self, sampler, models, state):
+    # --- the strategy protocol (engine/strategy.py) ----------------------------------------------------------
+    def attention(self, sampler: "LockstepSampler", models: list, state: CrossFrameState) -> keyframe_attention:
         """Context manager installing the keyframe processors on every ``attn1`` of ``models``."""
         vsf = sampler.pipe.vae_scale_factor
         size = (sampler.height // vsf, sampler.width // vsf)
         self.ctx = KeyframeContext(cross=state, latent_size=size, correspondences=self.correspondences)
         return keyframe_attention(models, self.ctx)
 
-    def prepare(self, sampler, latents: torch.Tensor, timesteps) -> tuple[torch.Tensor, int]:
+    def prepare(self, sampler: "LockstepSampler", latents: torch.Tensor, timesteps) -> tuple[torch.Tensor, int]:
         """Initial latents and first step: noise from step 0, or the inverted source frames (img2img)."""
         if self.img2img is None:
             return latents, 0
         return self.img2img.prepare(sampler, latents, timesteps)
 
-    def noise_prediction(self, sampler, latents: torch.Tensor, t, i: int, n_steps: int) -> torch.Tensor:
+    def noise_prediction(self, sampler: "LockstepSampler", latents: torch.Tensor, t, i: int,
+                         n_steps: int) -> torch.Tensor:
         ctx = self.ctx
         n = latents.shape[0]
         keys = pick_keyframes(n, self.block, sampler.options.seed, i)
@@ -104,10 +112,7 @@ class KeyframeStrategy:
         ctx.neighbours = {p: keyframe_neighbours(p, keys) for p in range(n)}
         pnp = self.img2img.pnp_active(i, n_steps) if self.img2img is not None else (False, False)
         ctx.phase = "keyframes"
-        if sampler._ref_latents is not None:
-            sampler._check_stop()
-            x_ref = sampler.scheduler.add_noise(sampler._ref_latents, sampler._noise0, t.reshape(1))
-            sampler._evaluate([0], x_ref, t, i, n_steps, reference=True)
+        sampler.reference_passes(latents, t, i, n_steps)  # the reference image, if any (no shared anchors here)
         out = torch.zeros_like(latents)
         others = [p for p in range(n) if p not in keys]
         groups = [(keys, "keyframes")] + [
@@ -115,14 +120,14 @@ class KeyframeStrategy:
             for s in range(0, len(others), sampler.options.batch_size)
         ]
         for positions, phase in groups:
-            sampler._check_stop()
+            sampler.check_stop()
             if any(pnp):
                 ctx.phase = "keyframes" if phase == "keyframes" else "plain"
                 self.img2img.record_source(sampler, positions, t, i, pnp, ctx)
             ctx.phase = phase
             ctx.pnp_mode = "inject" if pnp[1] else None
             with self.img2img.injecting(pnp[0]) if self.img2img is not None else _nothing():
-                out[positions] = sampler._evaluate(positions, latents[positions], t, i, n_steps)
+                out[positions] = sampler.evaluate(positions, latents[positions], t, i, n_steps)
             ctx.pnp_mode = None
         ctx.phase = "off"
         return out
@@ -136,23 +141,12 @@ class _nothing:  # noqa: N801
         return None
 
 
-def keyframe_strategy(settings, folder, frames: Sequence[int], width: int, height: int) -> KeyframeStrategy:
+def keyframe_strategy(folder, frames: Sequence[int], width: int, height: int, *, block: int = DEFAULT_BLOCK,
+                      img2img: Optional[Img2Img] = None) -> KeyframeStrategy:
     """The strategy for a render job: exact correspondences from the pass folder (render size) where possible."""
     from neurender.engine.tokenflow_correspondence import correspondences_for
 
     corr = correspondences_for(folder, frames, height, width)
-    log.info("keyframe mode: block %d, %s correspondences", getattr(settings, "keyframe_block", DEFAULT_BLOCK),
+    log.info("keyframe mode: block %d, %s correspondences", block,
              "exact pass" if not corr.needs_features else "feature nearest-neighbour")
-    img2img = None
-    if getattr(settings, "img2img_strength", 0.0) > 0:
-        from neurender.engine.pnp import Img2Img, source_frames_from_passes
-
-        img2img = Img2Img(
-            source=lambda: source_frames_from_passes(folder, frames, width, height),
-            strength=settings.img2img_strength,
-            inversion_steps=settings.inversion_steps,
-            pnp_features=settings.pnp_features,
-            pnp_attention=settings.pnp_attention,
-        )
-    return KeyframeStrategy(block=getattr(settings, "keyframe_block", DEFAULT_BLOCK), correspondences=corr,
-                            img2img=img2img)
+    return KeyframeStrategy(block=block, correspondences=corr, img2img=img2img)

@@ -7,6 +7,9 @@ groups of frames that bound memory: consecutive chunks of ``batch_size`` frames,
 overlapping windows whose noise estimates are blended with triangular weights ``max(1 - |i - c| / half, 0.01)``
 (DiffSynth-Studio's sliding-window scheme).
 
+How frames are grouped and attend to each other is the consistency strategy's part (``strategy.py``: one
+signature for off / first / first+prev / window / keyframes), chosen once from ``SamplerOptions.consistency``.
+
 Per step and per group the code follows diffusers' ``StableDiffusionControlNetPipeline.__call__`` line for line
 (CFG batch layout, ``scale_model_input``, ControlNet residuals with guidance start/end, UNet, guidance, scheduler
 step), so with one frame and consistency off the result equals the stock pipeline; a test checks it.
@@ -23,11 +26,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from neurender.engine.attention import CrossFrameState, FrameBatch, cross_frame_attention
+from neurender.contract import DEFAULT_CONSISTENCY
+from neurender.engine.attention import CrossFrameState, FrameBatch
 from neurender.engine.checkpoint import load_checkpoint, restore_generators, restore_scheduler, save_checkpoint
 from neurender.engine.noise import initial_latents, make_generator, step_generators
 from neurender.engine.prediction import eps_from_x0, predict_x0
 from neurender.engine.schedulers import default_eta, make_scheduler
+from neurender.engine.strategy import ConsistencyStrategy, strategy_for
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,7 @@ class SamplerOptions:
     scheduler: str = "dpmpp_2m"
     seed: int = 0
     fixed_noise: bool = True
-    consistency: str = "off"
+    consistency: str = DEFAULT_CONSISTENCY  # the contract's default (engine/strategy.py STRATEGIES: the modes)
     window_size: int = 8
     window_stride: int = 4
     batch_size: int = 4
@@ -97,27 +102,6 @@ class AnchorFrames:
     controls: Optional[list[torch.Tensor]] = None
 
 
-def window_groups(frames: int, size: int, stride: int) -> list[list[int]]:
-    """Overlapping windows covering 0..frames-1; the last window is aligned to the end."""
-    if frames <= size:
-        return [list(range(frames))]
-    starts = list(range(0, frames - size + 1, stride))
-    if starts[-1] + size < frames:
-        starts.append(frames - size)
-    return [list(range(s, s + size)) for s in starts]
-
-
-def triangular_weights(length: int) -> torch.Tensor:
-    """Blending weights of one window: highest in the middle, never zero (DiffSynth-Studio)."""
-    centre = (length - 1) / 2
-    half = max(length / 2, 1e-6)
-    return torch.tensor([max(1.0 - abs(i - centre) / half, 0.01) for i in range(length)])
-
-
-def chunk_groups(frames: int, size: int) -> list[list[int]]:
-    return [list(range(s, min(s + size, frames))) for s in range(0, frames, size)]
-
-
 @dataclass
 class LockstepSampler:
     pipe: object
@@ -135,7 +119,7 @@ class LockstepSampler:
     should_stop: Optional[Callable[[], None]] = None  # raises to stop (e.g. CancelToken.raise_if_cancelled)
     checkpoint_path: Optional[Path] = None
     fingerprint: str = ""
-    strategy: Optional[object] = None  # replaces the per-step grouping; consistency "keyframes": engine/keyframes.py
+    strategy: Optional[ConsistencyStrategy] = None  # None: strategy_for(options) (engine/strategy.py)
     scheduler: object = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -145,10 +129,10 @@ class LockstepSampler:
         self.controlnet = getattr(pipe, "controlnet", None)
         self.scheduler = make_scheduler(self.options.scheduler, pipe.scheduler.config)
         self.do_cfg = self.options.guidance_scale > 1 and pipe.unet.config.time_cond_proj_dim is None
-        if self.strategy is None and self.options.consistency == "keyframes":
-            from neurender.engine.keyframes import KeyframeStrategy
-
-            self.strategy = KeyframeStrategy()
+        if self.strategy is None:
+            self.strategy = strategy_for(self.options)
+        self.reference_latents: Optional[torch.Tensor] = None
+        """The reference image's latents (clean), evaluated as an extra anchor at every step; None without one."""
 
     # ---------------------------------------------------------------------------------------------------------
     def run(self) -> torch.Tensor:
@@ -166,14 +150,13 @@ class LockstepSampler:
             shape = (pipe.unet.config.in_channels, self.height // vsf, self.width // vsf)
             # the denoising state stays in float32 whatever the model's dtype (see LATENT_DTYPE)
             noise = initial_latents(generator, self.num_frames, shape, opt.fixed_noise, self.device, LATENT_DTYPE)
-            self._noise0 = noise[:1]
+            self._noise0 = noise[:1]  # the reference image is noised with the first frame's noise
             latents = noise * self.scheduler.init_noise_sigma
             self._generators = step_generators(generator, self.num_frames, opt.fixed_noise)
             self._extra = self._step_kwargs(opt.eta if opt.eta is not None else default_eta(opt.scheduler))
             self._timestep_cond = self._guidance_embedding()
-            start = 0
-            if self.strategy is not None:
-                latents, start = self.strategy.prepare(self, latents, timesteps)
+            strategy = self.strategy
+            latents, start = strategy.prepare(self, latents, timesteps)
             if self.checkpoint_path is not None:
                 saved = load_checkpoint(self.checkpoint_path, self.fingerprint)
                 if saved is not None and saved["latents"].shape == latents.shape:
@@ -182,29 +165,22 @@ class LockstepSampler:
                     restore_scheduler(self.scheduler, saved["scheduler"], self.device)
                     restore_generators(self._generators, saved["generators"])
                     log.info("resuming from step %d/%d", start, len(timesteps))
-            self._ref_latents = self._encode_reference()
+            self.reference_latents = self._encode_reference() if strategy.cross_frame else None
             if self.anchors is not None and self.anchors.latents.shape[0] != len(timesteps):
                 raise ValueError(f"anchors hold {self.anchors.latents.shape[0]} steps, the render has {len(timesteps)}")
-            use_anchors = self.anchors is not None and opt.consistency != "off"
+            use_anchors = self.anchors is not None and strategy.takes_anchors
             state = CrossFrameState(
-                mode=opt.consistency,
-                use_reference=self._ref_latents is not None or use_anchors,
+                mode=strategy.name,
+                use_reference=self.reference_latents is not None or use_anchors,
                 first_from_anchors=use_anchors,
             )
             models = [pipe.unet] + self._controlnet_models()
-            if self.strategy is not None:
-                attention = self.strategy.attention(self, models, state)
-            else:
-                attention = cross_frame_attention(models if opt.consistency != "off" else [], state)
-            with attention:
+            with strategy.attention(self, models, state):
                 self._state = state
                 for i in range(start, len(timesteps)):
                     t = timesteps[i]
                     state.step = i
-                    if self.strategy is not None:
-                        noise_pred = self.strategy.noise_prediction(self, latents, t, i, len(timesteps))
-                    else:
-                        noise_pred = self._noise_prediction(latents, t, i, len(timesteps))
+                    noise_pred = strategy.noise_prediction(self, latents, t, i, len(timesteps))
                     ctx = StepContext(i, len(timesteps), t, latents, noise_pred, self)
                     for hook in self.hooks:
                         replaced = hook(ctx)
@@ -231,39 +207,21 @@ class LockstepSampler:
             return []
         return list(getattr(cn, "nets", [cn]))
 
-    def _groups(self) -> list[tuple[list[int], Optional[torch.Tensor]]]:
-        opt = self.options
-        if opt.consistency == "window":
-            return [(g, triangular_weights(len(g))) for g in window_groups(self.num_frames, opt.window_size, opt.window_stride)]
-        return [(g, None) for g in chunk_groups(self.num_frames, opt.batch_size)]
-
-    def _noise_prediction(self, latents: torch.Tensor, t, i: int, n_steps: int) -> torch.Tensor:
-        if self._ref_latents is not None:
-            self._check_stop()
-            x_ref = self.scheduler.add_noise(self._ref_latents, self._noise0, t.reshape(1))
-            self._evaluate([0], x_ref, t, i, n_steps, reference=True)
+    # --- what strategies call (engine/strategy.py) -----------------------------------------------------------
+    def reference_passes(self, latents: torch.Tensor, t, i: int, n_steps: int) -> None:
+        """Evaluate the extra anchors of step ``i`` before the frames: the reference image (noised to ``t`` with the
+        first frame's noise) and the precomputed shared anchors; their keys/values become the frames' anchors."""
+        if self.reference_latents is not None:
+            self.check_stop()
+            x_ref = self.scheduler.add_noise(self.reference_latents, self._noise0, t.reshape(1))
+            self.evaluate([0], x_ref, t, i, n_steps, reference=True)
         if self._state.first_from_anchors:
-            self._check_stop()
+            self.check_stop()
             x_anchor = self.anchors.latents[i].to(self.device, latents.dtype)
             positions = list(range(x_anchor.shape[0]))
-            self._evaluate(positions, x_anchor, t, i, n_steps, reference=True, control_images=self.anchors.controls)
-        out = torch.zeros_like(latents)
-        weight_sum = torch.zeros(latents.shape[0], device=latents.device, dtype=latents.dtype)
-        for positions, weights in self._groups():
-            self._check_stop()
-            pred = self._evaluate(positions, latents[positions], t, i, n_steps)
-            if weights is None:
-                out[positions] = pred
-                weight_sum[positions] = 1
-            else:
-                w = weights.to(latents.device, latents.dtype)
-                out[positions] += pred * w[:, None, None, None]
-                weight_sum[positions] += w
-        if torch.all(weight_sum == 1):
-            return out
-        return out / weight_sum[:, None, None, None]
+            self.evaluate(positions, x_anchor, t, i, n_steps, reference=True, control_images=self.anchors.controls)
 
-    def _evaluate(self, positions, x, t, i, n_steps, reference: bool = False, control_images=None) -> torch.Tensor:
+    def evaluate(self, positions, x, t, i, n_steps, reference: bool = False, control_images=None) -> torch.Tensor:
         """One model call for a group of frames: the body of the stock pipeline's loop.
 
         A reference pass skips the ControlNets unless it brings its own ``control_images`` (precomputed anchors).
@@ -340,13 +298,14 @@ class LockstepSampler:
             kwargs["generator"] = self._generators
         return kwargs
 
-    def _check_stop(self) -> None:
+    def check_stop(self) -> None:
+        """Raise (``should_stop``) when the job was cancelled; strategies call it before every model call."""
         if self.should_stop is not None:
             self.should_stop()
 
     # ---------------------------------------------------------------------------------------------------------
     def _encode_reference(self) -> Optional[torch.Tensor]:
-        if self.reference_image is None or self.options.consistency == "off":
+        if self.reference_image is None:
             return None
         pixels = self.pipe.image_processor.preprocess(self.reference_image, height=self.height, width=self.width)
         return self.encode(pixels)

@@ -26,8 +26,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from neurender.engine.attention import CrossFrameState, attention_input
-from neurender.engine.tokenflow_correspondence import carry, token_grid
+from neurender.engine.attention import CrossFrameState, attention_input, attention_residual, output_projection
+from neurender.engine.tokenflow_correspondence import Correspondences, carry, token_grid
 
 
 @dataclass
@@ -36,7 +36,7 @@ class KeyframeContext:
 
     cross: CrossFrameState
     latent_size: tuple[int, int]
-    correspondences: object = None  # PassCorrespondences / FeatureCorrespondences
+    correspondences: Optional[Correspondences] = None
     phase: str = "off"  # off | keyframes | propagate | plain
     keyframes: list[int] = field(default_factory=list)
     neighbours: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
@@ -58,7 +58,7 @@ def _sdpa(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tens
         k = attn.norm_k(k)
     out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
     out = out.transpose(1, 2).reshape(b, tq, attn.heads * d).to(q.dtype)
-    return attn.to_out[1](attn.to_out[0](out))
+    return output_projection(attn, out)
 
 
 class KeyframeAttnProcessor:
@@ -97,11 +97,7 @@ class KeyframeAttnProcessor:
             out = self._propagate(attn, hidden_states, batch.cfg, batch.positions)
         else:
             out = self._own(attn, hidden_states, batch.cfg, len(batch.positions))
-        if spatial is not None:
-            out = out.transpose(-1, -2).reshape(spatial)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return attention_residual(attn, out, residual, spatial)
 
     # ---------------------------------------------------------------------------------------------------------
     def _plain(self, attn, x, encoder_hidden_states, attention_mask):
@@ -122,7 +118,7 @@ class KeyframeAttnProcessor:
         kh = k.reshape(b, -1, attn.heads, d).transpose(1, 2)
         vh = v.reshape(b, -1, attn.heads, d).transpose(1, 2)
         out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask).transpose(1, 2).reshape(b, tq, inner)
-        return attn.to_out[1](attn.to_out[0](out.to(q.dtype)))
+        return output_projection(attn, out.to(q.dtype))
 
     def _qk(self, attn, x: torch.Tensor, cfg: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Queries and keys, recorded from or replaced by the PnP source branch on flagged decoder layers."""

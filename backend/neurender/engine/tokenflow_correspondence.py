@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 import torch
 
@@ -58,6 +58,16 @@ def carry(outputs: torch.Tensor, tmap: TokenMap, height: int, width: int) -> tor
     flow = tmap.flow.to(outputs.device)[None].expand(b, -1, -1, -1)
     warped = backward_warp(grid, flow)
     return warped.reshape(b, c, t).transpose(1, 2)
+
+
+class Correspondences(Protocol):
+    """Where the tokens of a frame are on a keyframe's token grid (``PassCorrespondences``, ``FeatureCorrespondences``)."""
+
+    needs_features: bool
+    """True: ``token_map`` needs the layer's tokens (``features``), so keyframe attention keeps the keyframes' inputs."""
+
+    def token_map(self, frame: int, keyframe: int, height: int, width: int,
+                  features: Optional[FeatureGetter] = None) -> TokenMap: ...
 
 
 class PassCorrespondences:
@@ -113,7 +123,7 @@ class FeatureCorrespondences:
         return TokenMap(valid=torch.ones(index.shape[0], device=index.device), index=index)
 
 
-def correspondences_for(folder, frames, height: int, width: int):
+def correspondences_for(folder, frames, height: int, width: int) -> Correspondences:
     """Exact correspondences (render size) when the pass folder has a Vector pass or cameras, else feature NN."""
     from neurender.deflicker.motion import MotionSource
 

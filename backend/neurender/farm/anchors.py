@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from neurender.contract import RenderSettings, parse_frame_range
+from neurender.contract import ANCHOR_MODES, RenderSettings, parse_frame_range
 from neurender.errors import AnchorError
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,6 @@ ANCHORS_VERSION = 1
 ANCHORS_META = "anchors.json"
 ANCHORS_DATA = "anchors.pt"
 ANCHOR_IMAGE = "anchor_{frame:04d}.png"
-ANCHOR_MODES = ("first", "first+prev", "window")
-"""Consistency modes whose cross-frame attention takes the anchors (``engine/attention.py``)."""
 
 
 def anchor_key(settings: RenderSettings) -> dict:

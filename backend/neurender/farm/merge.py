@@ -3,7 +3,7 @@
 Two neighbouring chunks P (core ``..b``) and Q (core ``b+1..``) both rendered the ``2n`` frames around their border
 (``n`` = the overlap both actually rendered). Frame ``f`` in that zone is ``(1 - w) * P_f + w * Q_f`` with
 ``w = (f - (b + 1 - n) + 0.5) / (2n)``: a linear cross-fade from P to Q, symmetric about the border, the pixel-space
-counterpart of the triangular window blending of DiffSynth-Studio's sliding windows (see ``engine/sampler.py``).
+counterpart of the triangular window blending of DiffSynth-Studio's sliding windows (see ``engine/strategy.py``).
 Frames outside any zone are the owning chunk's file, copied byte for byte.
 
 The merge is idempotent and safe to run concurrently: it reads only chunks whose ``chunk.json`` marker exists (the
