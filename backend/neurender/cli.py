@@ -20,6 +20,7 @@ from neurender.contract import (
     CONTROL_KINDS,
     DEVICES,
     DTYPES,
+    PREDICTION_TYPES,
     SCHEDULERS,
     ContractError,
     ControlNetUnit,
@@ -86,6 +87,10 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controlnet", dest="controlnets", action="append", type=_controlnet_arg, default=d,
                    metavar="KIND=PATH[@W[:S:E]]", help=f"ControlNet unit; KIND in {', '.join(CONTROL_KINDS)} (repeatable)")
     p.add_argument("--lora", dest="loras", action="append", type=_lora_arg, default=d, metavar="PATH[@W]")
+    p.add_argument("--embedding", dest="embeddings", action="append", default=d, metavar="PATH",
+                   help="textual-inversion embedding file or folder (repeatable); use it in a prompt by file name")
+    p.add_argument("--prediction-type", dest="prediction_type", choices=PREDICTION_TYPES, default=d,
+                   help="what the model predicts (auto: a .yaml next to the checkpoint, else epsilon)")
     p.add_argument("--prompt", default=d)
     p.add_argument("--negative-prompt", dest="negative_prompt", default=d)
     p.add_argument("--seed", type=int, default=d)

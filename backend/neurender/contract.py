@@ -40,6 +40,7 @@ MAX_STEPS = 150
 MAX_FRAMES = 10000
 MAX_CONTROLNETS = 4
 MAX_PROMPT_CHARS = 4000
+MAX_EMBEDDINGS = 64
 
 # Depth background: Cycles writes 1e10 where no geometry is hit (EEVEE about 1000). Anything at or beyond
 # this fraction of the stored far value is treated as background.
@@ -60,6 +61,9 @@ DTYPES = ("float32", "float16", "bfloat16", "auto")
 """``auto``: float16 on a GPU, float32 on the CPU (resolved by the backend, which reports what it picked)."""
 DEFLICKER_SPACES = ("pixel", "latent")
 DEVICES = ("cpu", "cuda", "mps", "auto")
+PREDICTION_TYPES = ("auto", "epsilon", "v_prediction")
+"""What the UNet predicts. ``auto``: a ``.yaml`` next to a single-file checkpoint (``parameterization: "v"``), else the
+model folder's scheduler config, else ``epsilon`` (SD 1.5). ``v_prediction`` for SD1.x v-prediction fine-tunes."""
 """``auto``: CUDA, else MPS, else the CPU (resolved by the backend, which reports what it picked)."""
 
 
@@ -459,6 +463,11 @@ class RenderSettings:
     device: str = "cpu"
     dtype: str = "float32"
     overwrite: bool = False
+    embeddings: list[str] = field(default_factory=list)
+    """Textual-inversion embeddings (A1111 ``.pt``/``.safetensors`` files, or folders of them): each is usable in the
+    prompt and the negative prompt by its file name (``easynegative.safetensors`` -> ``easynegative``)."""
+    prediction_type: str = "auto"
+    """``auto``, ``epsilon`` or ``v_prediction`` (see ``PREDICTION_TYPES``)."""
 
     def check(self) -> None:
         """Raise ``ContractError`` with one concise reason for the first invalid field."""
@@ -522,6 +531,15 @@ class RenderSettings:
             raise ContractError(f"device {self.device!r} is not one of {', '.join(DEVICES)}")
         if self.dtype not in DTYPES:
             raise ContractError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if len(self.embeddings) > MAX_EMBEDDINGS:
+            raise ContractError(f"at most {MAX_EMBEDDINGS} embeddings")
+        for path in self.embeddings:
+            if not isinstance(path, str) or not path.strip():
+                raise ContractError("each embedding must be a file or folder path")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ContractError(
+                f"prediction type {self.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -544,6 +562,8 @@ class RenderSettings:
                 kwargs[name] = [_build(LoraSpec, u, "lora") for u in _as_list(value, name)]
             elif name == "deflicker_steps":
                 kwargs[name] = [_coerce(int, v, name) for v in _as_list(value, name)]
+            elif name == "embeddings":
+                kwargs[name] = [_coerce(str, v, name) for v in _as_list(value, name)]
             else:
                 kwargs[name] = _coerce(type(getattr(defaults, name)), value, name)
         settings = cls(**kwargs)

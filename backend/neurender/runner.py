@@ -323,7 +323,10 @@ def _load(settings: RenderSettings, cache, device: str = "", dtype: str = ""):
 
     device = device or pick_device(settings.device)
     dtype = dtype or pick_dtype(settings.dtype, device)
-    loaded = cache.get(model, controlnets, settings.loras, device, dtype)
+    loaded = cache.get(
+        model, controlnets, settings.loras, device, dtype,
+        embeddings=settings.embeddings, prediction_type=settings.prediction_type,
+    )
     if not settings.model:
         loaded.random_weights = True
     return loaded, [kind for kind, _ in controlnets]

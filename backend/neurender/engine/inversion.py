@@ -18,6 +18,8 @@ from typing import Iterable
 
 import torch
 
+from neurender.engine.prediction import eps_from_v
+
 log = logging.getLogger(__name__)
 
 
@@ -31,6 +33,16 @@ def inversion_timesteps(num_train_timesteps: int, steps: int, until: int, extra:
     return sorted(grid)
 
 
+def _noise(unet, x: torch.Tensor, t: int, cond: torch.Tensor, a_t: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The UNet's noise estimate for ``x`` at ``t`` (its velocity converted for v-prediction models)."""
+    out = unet(x.to(unet.dtype), t, encoder_hidden_states=cond, return_dict=False)[0].float()
+    if prediction_type == "v_prediction":
+        return eps_from_v(out, x, a_t.float())
+    if prediction_type != "epsilon":
+        raise ValueError(f"prediction type {prediction_type!r} is not supported by the inversion")
+    return out
+
+
 def ddim_invert(
     unet,
     alphas_cumprod: torch.Tensor,
@@ -41,8 +53,11 @@ def ddim_invert(
     record: Iterable[int] = (),
     batch_size: int = 4,
     should_stop=None,
+    prediction_type: str = "epsilon",
 ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Invert clean ``latents`` (n, C, h, w) along ascending ``timesteps``; ``embeds`` (1, L, D) text condition.
+
+    ``prediction_type`` ``v_prediction``: the UNet's velocity is turned into the noise it implies at ``t`` first.
 
     Returns the latents at the last timestep and ``{t: latents at t}`` for every ``t`` in ``record``.
     """
@@ -58,7 +73,7 @@ def ddim_invert(
                 if should_stop is not None:
                     should_stop()
                 a_t = alphas_cumprod[int(t)].double()
-                eps = unet(x.to(unet.dtype), int(t), encoder_hidden_states=cond, return_dict=False)[0].float()
+                eps = _noise(unet, x, int(t), cond, a_t, prediction_type)
                 x0 = (x - (1 - a_prev).sqrt().float() * eps) / a_prev.sqrt().float()
                 x = a_t.sqrt().float() * x0 + (1 - a_t).sqrt().float() * eps
                 a_prev = a_t
@@ -70,7 +85,7 @@ def ddim_invert(
 
 
 def ddim_reconstruct(unet, alphas_cumprod, x_t: torch.Tensor, embeds: torch.Tensor, timesteps: list[int],
-                     batch_size: int = 4) -> torch.Tensor:
+                     batch_size: int = 4, prediction_type: str = "epsilon") -> torch.Tensor:
     """The forward DDIM (eta 0) from ``x_t`` down along descending ``timesteps`` to clean latents (for tests)."""
     out = []
     with torch.no_grad():
@@ -80,7 +95,7 @@ def ddim_reconstruct(unet, alphas_cumprod, x_t: torch.Tensor, embeds: torch.Tens
             for k, t in enumerate(timesteps):
                 a_t = alphas_cumprod[int(t)].double()
                 a_next = alphas_cumprod[int(timesteps[k + 1])].double() if k + 1 < len(timesteps) else torch.tensor(1.0)
-                eps = unet(x.to(unet.dtype), int(t), encoder_hidden_states=cond, return_dict=False)[0].float()
+                eps = _noise(unet, x, int(t), cond, a_t, prediction_type)
                 x0 = (x - (1 - a_t).sqrt().float() * eps) / a_t.sqrt().float()
                 x = a_next.double().sqrt().float() * x0 + (1 - a_next.double()).sqrt().float() * eps
             out.append(x)

@@ -24,6 +24,7 @@ import torch
 
 from neurender.engine.attention import FrameBatch
 from neurender.engine.inversion import ddim_invert, inversion_timesteps
+from neurender.engine.prediction import prediction_type
 from neurender.engine.schedulers import uses_sigmas
 from neurender.errors import InputError
 
@@ -90,7 +91,8 @@ class Img2Img:
         log.info("img2img: DDIM inversion of %d frames over %d timesteps up to t=%d", x0.shape[0], len(steps), t_start)
         alphas = sampler.scheduler.alphas_cumprod
         _, self._latents = ddim_invert(pipe.unet, alphas, x0, self._embeds, steps, record=record,
-                                       batch_size=sampler.options.batch_size, should_stop=sampler.should_stop)
+                                       batch_size=sampler.options.batch_size, should_stop=sampler.should_stop,
+                                       prediction_type=prediction_type(sampler.scheduler))
         self._resnet = pipe.unet.up_blocks[1].resnets[1] if len(pipe.unet.up_blocks) > 1 else None
         x = self._latents[t_start]
         if uses_sigmas(sampler.scheduler):  # k-diffusion parameterisation: x_sigma = x_t / sqrt(a_t)

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from neurender.contract import PREDICTION_TYPES
 from neurender.errors import ModelLoadError, ModelMissing
 from neurender.models.checkpoint_files import CheckpointInfo, brief, read_checkpoint
 
 log = logging.getLogger(__name__)
 
-PREDICTION_TYPES = ("auto", "epsilon", "v_prediction")
 _NOT_SD1 = "neurender renders with SD1.x-family models (SD 1.4/1.5 and their fine-tunes)"
 _WEIGHT_NAMES = ("diffusion_pytorch_model", "model", "pytorch_model")
 _WEIGHT_EXTS = (".safetensors", ".bin")

@@ -192,7 +192,7 @@ def build_random_model(
             vae=vae,
             text_encoder=text_encoder,
             tokenizer=CLIPTokenizer.from_pretrained(tokenizer_data_dir(), local_files_only=True),
-            scheduler=PNDMScheduler(**SD15_SCHEDULER),
+            scheduler=PNDMScheduler.from_config(SD15_SCHEDULER),
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,

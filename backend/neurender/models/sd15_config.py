@@ -80,6 +80,7 @@ SD15_SCHEDULER: dict[str, Any] = {
     "beta_schedule": "scaled_linear",
     "num_train_timesteps": 1000,
     "set_alpha_to_one": False,
+    "clip_sample": False,
     "skip_prk_steps": True,
     "steps_offset": 1,
     "prediction_type": "epsilon",

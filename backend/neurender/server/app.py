@@ -209,6 +209,7 @@ class Service:
         paths = [("model", settings.model), ("reference_image", settings.reference_image)]
         paths += [(f"controlnet {u.kind} model", u.model) for u in settings.controlnets]
         paths += [("LoRA path", lora.path) for lora in settings.loras]
+        paths += [("embedding", path) for path in settings.embeddings]
         for what, value in paths:
             if value:
                 confine(value, model_roots, what)
