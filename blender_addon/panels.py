@@ -57,6 +57,7 @@ class NEURENDER_PT_prompt(_Base, bpy.types.Panel):
         row.prop(shot, "width")
         row.prop(shot, "height")
         col.prop(shot, "model")
+        col.prop(shot, "prediction_type")
         col.prop(shot, "output_dir")
         col.prop(shot, "make_movie")
 

@@ -52,6 +52,10 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
     controlnet_depth: StringProperty(name="ControlNet depth", subtype="FILE_PATH")
     controlnet_normal: StringProperty(name="ControlNet normal", subtype="FILE_PATH")
     controlnet_edges: StringProperty(name="ControlNet edges", subtype="FILE_PATH")
+    embeddings_dir: StringProperty(
+        name="Embeddings", subtype="DIR_PATH",
+        description="Folder of textual-inversion embeddings (.pt/.safetensors, e.g. EasyNegative): each is used in a "
+                    "prompt or negative prompt by its file name, as the backend's computer sees it")
     force_version: BoolProperty(name="Ignore protocol mismatch", default=False,
                                 description="Talk to a backend of another protocol version anyway (may fail)")
 
@@ -74,6 +78,10 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
         box.prop(self, "controlnet_depth")
         box.prop(self, "controlnet_normal")
         box.prop(self, "controlnet_edges")
+        box.prop(self, "embeddings_dir")
+
+    def embeddings_path(self) -> str:
+        return bpy.path.abspath(self.embeddings_dir).rstrip("/\\") if self.embeddings_dir else ""
 
     def controlnet_path(self, kind: str) -> str:
         return bpy.path.abspath(getattr(self, f"controlnet_{kind}", ""))
@@ -85,7 +93,8 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
     def model_folders(self) -> list[str]:
         """Folders of the checkpoint and ControlNets set here (a local backend may read models from them)."""
         paths = [bpy.path.abspath(self.sd_model)] + [self.controlnet_path(k) for k in ("depth", "normal", "edges")]
-        return [os.path.dirname(os.path.abspath(p.rstrip("/\\"))) for p in paths if p]
+        folders = [os.path.dirname(os.path.abspath(p.rstrip("/\\"))) for p in paths if p]
+        return folders + ([os.path.abspath(self.embeddings_path())] if self.embeddings_dir else [])
 
     def resolved_root(self) -> str:
         return os.path.abspath(bpy.path.abspath(self.backend_root)) if self.backend_root else os.path.expanduser("~")

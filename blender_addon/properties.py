@@ -80,6 +80,12 @@ class NeurenderShot(bpy.types.PropertyGroup):
     device: EnumProperty(name="Device", items=_items(contract.DEVICES, {"cpu": "CPU", "cuda": "CUDA", "mps": "MPS"}),
                          default="cpu")
     dtype: EnumProperty(name="Precision", items=_items(contract.DTYPES), default="float32")
+    prediction_type: EnumProperty(
+        name="Prediction", items=_items(contract.PREDICTION_TYPES, {"auto": "Auto", "epsilon": "Epsilon (SD 1.5)",
+                                                                    "v_prediction": "V-prediction"}),
+        default="auto",
+        description="What the checkpoint predicts. Auto reads a .yaml next to the checkpoint (parameterization "
+                    "\"v\"), else epsilon; set V-prediction for SD 1.x v-prediction fine-tunes without a .yaml")
     overwrite: BoolProperty(name="Overwrite frames", default=True,
                             description="Render every frame again instead of keeping frames already done")
     output_dir: StringProperty(name="Output", subtype="DIR_PATH", default="//neurender/",
@@ -153,7 +159,8 @@ def to_settings(scene, prefs=None, frames: str = "") -> "contract.RenderSettings
         deflicker_compensate=s.deflicker_compensate, deflicker_sharpen=s.deflicker_sharpen,
         keyframe_block=s.keyframe_block, img2img_strength=s.img2img_strength, inversion_steps=s.inversion_steps,
         pnp_features=s.pnp_features, pnp_attention=s.pnp_attention, frames=frames, device=s.device,
-        dtype=s.dtype, overwrite=s.overwrite,
+        dtype=s.dtype, overwrite=s.overwrite, prediction_type=s.prediction_type,
+        embeddings=[prefs.embeddings_path()] if prefs and prefs.embeddings_dir else [],
     )
     settings.check()
     return settings

@@ -81,13 +81,18 @@ scene.neurender.consistency, scene.neurender.img2img_strength = "keyframes", 0.5
 for cls in mod.panels.classes:
     cls.draw(types.SimpleNamespace(layout=Layout()), ctx)
 # Every RenderSettings field is either a scene property or filled in by the add-on itself.
-filled_by_addon = {"model", "controlnets", "loras", "reference_image", "frames"}
+filled_by_addon = {"model", "controlnets", "loras", "reference_image", "frames", "embeddings"}
 missing = [f for f in mod.neurender_contract.RenderSettings.__dataclass_fields__
            if f not in filled_by_addon and f not in scene.neurender.bl_rna.properties]
 problems += [f"RenderSettings.{f} has no scene property" for f in missing]
 scene.neurender.controlnets[0].model = "/models/cn-normal.safetensors"
 settings = mod.properties.to_settings(scene)
 calls.append(f"settings:{settings.consistency}:{settings.img2img_strength}")
+prefs = mod.preferences.get()
+prefs.embeddings_dir, scene.neurender.prediction_type = "/models/embeddings/", "v_prediction"
+settings = mod.properties.to_settings(scene, prefs)
+calls.append(f"models:{settings.embeddings}:{settings.prediction_type}:{'/models/embeddings' in prefs.model_folders()}")
+prefs.embeddings_dir, scene.neurender.prediction_type = "", "auto"
 
 mod.preferences.get().start_local = True  # draws the local-backend fields
 mod.preferences.NEURENDER_AP_preferences.draw(PrefsSelf(), ctx)
