@@ -211,10 +211,10 @@ class FrameCamera:
 
     def check(self) -> None:
         m = self.world_to_camera
-        if len(m) != 4 or any(len(row) != 4 for row in m):
-            raise ManifestError("camera world_to_camera must be a 4x4 matrix")
+        if not isinstance(m, list) or len(m) != 4 or any(not isinstance(row, list) or len(row) != 4 for row in m):
+            raise ManifestError("camera world_to_camera must be a 4x4 matrix (a list of 4 lists of 4 numbers)")
         values = [v for row in m for v in row] + [self.fx, self.fy, self.cx, self.cy]
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        if not all(_is_number(v) and math.isfinite(v) for v in values):
             raise ManifestError("camera matrix and intrinsics must be finite numbers")
         if self.fx <= 0 or self.fy <= 0:
             raise ManifestError("camera focal lengths must be positive")
@@ -304,46 +304,81 @@ class PassManifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PassManifest":
+        """Build from parsed JSON. Types are checked strictly (``"width": "128"`` or ``"schema_version": true`` are
+        refused, not coerced); every problem is a ``ManifestError`` naming the field."""
         if not isinstance(data, dict):
             raise ManifestError("manifest must be a JSON object")
         version = data.get("schema_version")
-        if version != PASS_SCHEMA_VERSION:
+        if not _is_int(version) or version != PASS_SCHEMA_VERSION:
             raise ManifestError(
                 f"pass folder schema version {version!r} is not supported (this neurender reads version "
                 f"{PASS_SCHEMA_VERSION})"
             )
-        try:
-            frames = []
-            for f in data["frames"]:
-                cam = f.get("camera")
-                frames.append(
-                    FrameEntry(
-                        frame=int(f["frame"]),
-                        file=str(f["file"]),
-                        camera=FrameCamera(**cam) if cam is not None else None,
+        for key in ("frame_start", "frame_end", "fps", "width", "height", "clip_start", "clip_end", "passes", "frames"):
+            if key not in data:
+                raise ManifestError(f"manifest is malformed: {key!r} is missing")
+        raw_frames = data["frames"]
+        if not isinstance(raw_frames, list):
+            raise ManifestError("manifest is malformed: 'frames' must be a list of objects")
+        frames = []
+        for i, f in enumerate(raw_frames):
+            if not isinstance(f, dict):
+                raise ManifestError(f"manifest is malformed: frames[{i}] must be an object with 'frame' and 'file'")
+            for key in ("frame", "file"):
+                if key not in f:
+                    raise ManifestError(f"manifest is malformed: frames[{i}] has no {key!r}")
+            cam = f.get("camera")
+            camera = None
+            if cam is not None:
+                if not isinstance(cam, dict):
+                    raise ManifestError(f"manifest is malformed: frames[{i}].camera must be an object")
+                unknown = sorted(set(cam) - {"world_to_camera", "fx", "fy", "cx", "cy"})
+                missing = sorted({"world_to_camera", "fx", "fy", "cx", "cy"} - set(cam))
+                if unknown or missing:
+                    raise ManifestError(
+                        f"manifest is malformed: frames[{i}].camera needs world_to_camera, fx, fy, cx, cy"
+                        + (f" (unknown: {', '.join(map(repr, unknown))})" if unknown else "")
                     )
+                camera = FrameCamera(
+                    world_to_camera=cam["world_to_camera"],
+                    fx=_manifest_number(cam["fx"], f"frames[{i}].camera.fx"),
+                    fy=_manifest_number(cam["fy"], f"frames[{i}].camera.fy"),
+                    cx=_manifest_number(cam["cx"], f"frames[{i}].camera.cx"),
+                    cy=_manifest_number(cam["cy"], f"frames[{i}].camera.cy"),
                 )
-            dr = data.get("depth_range")
-            manifest = cls(
-                frame_start=int(data["frame_start"]),
-                frame_end=int(data["frame_end"]),
-                fps=float(data["fps"]),
-                width=int(data["width"]),
-                height=int(data["height"]),
-                clip_start=float(data["clip_start"]),
-                clip_end=float(data["clip_end"]),
-                passes={str(k): str(v) for k, v in dict(data["passes"]).items()},
-                frames=frames,
-                depth_range=(float(dr[0]), float(dr[1])) if dr is not None else None,
-                schema_version=int(version),
-                scene=str(data.get("scene", "")),
-                camera_type=str(data.get("camera_type", "PERSP")),
-                generator=str(data.get("generator", "")),
+                camera.check()
+            frames.append(
+                FrameEntry(
+                    frame=_manifest_int(f["frame"], f"frames[{i}].frame"),
+                    file=_manifest_text(f["file"], f"frames[{i}].file"),
+                    camera=camera,
+                )
             )
-        except ContractError:
-            raise
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ManifestError(f"manifest is malformed: {exc.__class__.__name__}: {exc}") from None
+        passes = data["passes"]
+        if not isinstance(passes, dict):
+            raise ManifestError("manifest is malformed: 'passes' must be an object of pass name -> channel prefix")
+        dr = data.get("depth_range")
+        depth_range = None
+        if dr is not None:
+            if not isinstance(dr, list) or len(dr) != 2:
+                raise ManifestError("manifest is malformed: 'depth_range' must be [near, far]")
+            depth_range = (_manifest_number(dr[0], "depth_range[0]"), _manifest_number(dr[1], "depth_range[1]"))
+        manifest = cls(
+            frame_start=_manifest_int(data["frame_start"], "frame_start"),
+            frame_end=_manifest_int(data["frame_end"], "frame_end"),
+            fps=_manifest_number(data["fps"], "fps"),
+            width=_manifest_int(data["width"], "width"),
+            height=_manifest_int(data["height"], "height"),
+            clip_start=_manifest_number(data["clip_start"], "clip_start"),
+            clip_end=_manifest_number(data["clip_end"], "clip_end"),
+            passes={_manifest_text(k, "passes"): _manifest_text(v, f"passes.{k}") for k, v in passes.items()},
+            frames=frames,
+            depth_range=depth_range,
+            schema_version=version,
+            scene=_manifest_text(data.get("scene", ""), "scene"),
+            camera_type=_manifest_text(data.get("camera_type", "PERSP"), "camera_type"),
+            generator=_manifest_text(data.get("generator", ""), "generator"),
+        )
         manifest.check()
         return manifest
 
@@ -351,9 +386,62 @@ class PassManifest:
     def from_json(cls, text: str) -> "PassManifest":
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise ManifestError(f"manifest.json is not valid JSON: {exc}") from None
+        except ValueError as exc:  # e.g. an integer of more digits than Python converts
+            raise ManifestError(f"manifest.json holds a value that cannot be read: {exc}") from None
         return cls.from_dict(data)
+
+
+# Manifest values are checked strictly: JSON has one number type, but a width of "128", true or 1e400 is a bug in
+# whatever wrote the manifest, and silently coercing it hides that bug.
+MAX_MANIFEST_INT = 10**9
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _manifest_int(value: Any, name: str) -> int:
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_MANIFEST_INT:
+        value = int(value)  # 24.0 from a writer that only has floats
+    if not _is_int(value) or abs(value) > MAX_MANIFEST_INT:
+        raise ManifestError(f"manifest is malformed: {name} must be an integer within +-{MAX_MANIFEST_INT}, not {value!r:.40}")
+    return value
+
+
+def _manifest_number(value: Any, name: str) -> float:
+    if not _is_number(value):
+        raise ManifestError(f"manifest is malformed: {name} must be a number, not {value!r:.40}")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ManifestError(f"manifest is malformed: {name} is too large") from None
+    if not math.isfinite(number):
+        raise ManifestError(f"manifest is malformed: {name} must be a finite number, not {value!r:.40}")
+    return number
+
+
+def _manifest_text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise ManifestError(f"manifest is malformed: {name} must be text, not {value!r:.40}")
+    check_text(value, f"manifest {name}", kind=ErrorKind.BAD_PASS_FOLDER)
+    return value
+
+
+def check_text(value: str, name: str, *, kind: ErrorKind = ErrorKind.BAD_SETTINGS) -> None:
+    """Refuse text that is not valid Unicode (a lone surrogate such as ``"\\udc80"`` cannot be encoded as UTF-8,
+    so no response or file holding it could ever be written)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ContractError(
+            f"{name} is not valid Unicode text (it holds a lone surrogate code point)", kind=kind
+        ) from None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -397,14 +485,19 @@ class LoraSpec:
             raise ContractError(f"LoRA {self.path}: weight {self.weight} must be within -4..4")
 
 
-_FRAMES_RE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
+_FRAMES_RE = re.compile(r"^\s*(-?[0-9]{1,9})\s*(?:-\s*(-?[0-9]{1,9})\s*)?$")
+MAX_FRAME_RANGE_CHARS = 64
 
 
 def parse_frame_range(text: str) -> tuple[int, int]:
-    """Parse ``"A-B"`` or ``"A"`` into an inclusive range."""
-    m = _FRAMES_RE.match(text or "")
+    """Parse ``"A-B"`` or ``"A"`` into an inclusive range (frame numbers of at most 9 digits)."""
+    if not isinstance(text, str):
+        raise ContractError("frame range must be text like 12-48 or 12", kind=ErrorKind.BAD_FRAMES)
+    m = _FRAMES_RE.match(text) if len(text) <= MAX_FRAME_RANGE_CHARS else None
     if not m:
-        raise ContractError(f"frame range {text!r} must look like 12-48 or 12", kind=ErrorKind.BAD_FRAMES)
+        raise ContractError(
+            f"frame range {text[:MAX_FRAME_RANGE_CHARS]!r} must look like 12-48 or 12", kind=ErrorKind.BAD_FRAMES
+        )
     a = int(m.group(1))
     b = int(m.group(2)) if m.group(2) is not None else a
     if b < a:
@@ -471,6 +564,14 @@ class RenderSettings:
 
     def check(self) -> None:
         """Raise ``ContractError`` with one concise reason for the first invalid field."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, str):
+                check_text(value, f.name.replace("_", " "))
+        for unit in [*self.controlnets, *self.loras]:
+            for value in dataclasses.astuple(unit):
+                if isinstance(value, str):
+                    check_text(value, "controlnet/LoRA path")
         if not isinstance(self.prompt, str) or len(self.prompt) > MAX_PROMPT_CHARS:
             raise ContractError(f"prompt must be text of at most {MAX_PROMPT_CHARS} characters")
         if not isinstance(self.negative_prompt, str) or len(self.negative_prompt) > MAX_PROMPT_CHARS:
@@ -596,6 +697,7 @@ def _coerce(kind: type, value: Any, name: str) -> Any:
     if kind is str:
         if not isinstance(value, str):
             raise ContractError(f"{name} must be text")
+        check_text(value, name)
         return value
     raise ContractError(f"{name} has an unsupported type")
 

@@ -87,7 +87,12 @@ def read_image(path: Path) -> LoadedImage:
 
 
 def _atomic_target(path: Path) -> tuple[int, str]:
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    from neurender.frames import process_umask
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    if hasattr(os, "fchmod"):  # mkstemp creates 0600; the frames get the mode a plain open would give
+        os.fchmod(fd, 0o666 & ~process_umask())
+    return fd, tmp
 
 
 def write_image(path: Path, rgb: np.ndarray, like: LoadedImage) -> None:

@@ -56,7 +56,7 @@ from neurender.contract import (
 from neurender.engine.preview import PREVIEW_NAME
 from neurender.errors import PassFolderError, ServiceRefusal
 from neurender.server.auth import bearer_matches, load_or_create_token
-from neurender.server.config import ServerConfig, is_loopback
+from neurender.server.config import ServerConfig
 from neurender.server.guard import GuardMiddleware
 from neurender.server.paths import PathRefused, confine
 from neurender.server.store import JobRecord, JobStore, new_job_id
@@ -473,7 +473,7 @@ def create_app(
     app.add_middleware(
         GuardMiddleware,
         token=token,
-        loopback_only=is_loopback(config.host) and token is None,
+        allowed_hosts=config.allowed_hosts if token is None else (),
         max_body=max_body,
     )
     return app

@@ -43,12 +43,25 @@ def load_or_create_token(path: Path) -> str:
 
 
 def _read_token(path: Path) -> str:
+    """Read an existing token file: a regular file (not a symlink: the link itself is checked, never followed),
+    owned by us and closed to other users."""
     info = path.lstat()
     if not stat.S_ISREG(info.st_mode):
-        raise TokenFileError(f"token file {path} must be a regular file")
+        raise TokenFileError(f"token file {path} must be a regular file (not a symlink or a folder)")
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise TokenFileError(f"token file {path} is accessible by other users; run: chmod 600 {path}")
-    token = path.read_text(encoding="utf-8").strip()
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as exc:  # swapped for a link between the check and the open
+        raise TokenFileError(f"token file {path} cannot be opened as a regular file: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            raise TokenFileError(f"token file {path} must be a regular file")
+        raw = fh.read(4096)
+    try:
+        token = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise TokenFileError(f"token file {path} is not text") from None
     if len(token) < 16:
         raise TokenFileError(f"token file {path} holds no token of at least 16 characters")
     return token

@@ -16,12 +16,29 @@ LOOPBACK_NAMES = ("localhost",)
 
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and ``localhost``; anything else (0.0.0.0 included) is a network bind."""
-    if host.lower() in LOOPBACK_NAMES:
-        return True
+    return bool(allowed_hosts(host))
+
+
+def allowed_hosts(host: str) -> tuple[str, ...]:
+    """The ``Host`` header names a token-free server bound to ``host`` answers to; empty for a network bind.
+
+    One rule for both decisions (token or not, which Host names pass): the bind address itself in its canonical
+    form (``127.0.0.2``, ``[::1]``), plus ``localhost`` for the two addresses ``localhost`` resolves to; a bind to
+    ``localhost`` answers to its name and both addresses. Any other bind (0.0.0.0 included) needs a token.
+    """
+    name = host.strip().lower()
+    if name in LOOPBACK_NAMES:
+        return ("localhost", "127.0.0.1", "[::1]")
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        address = ipaddress.ip_address(name.strip("[]"))
     except ValueError:
-        return False
+        return ()
+    if not address.is_loopback:
+        return ()
+    literal = f"[{address.compressed}]" if address.version == 6 else address.compressed
+    if str(address) in ("127.0.0.1", "::1"):
+        return (literal, "localhost")
+    return (literal,)
 
 
 @dataclass
@@ -53,6 +70,11 @@ class ServerConfig:
     sse_poll_seconds: float = 0.2
 
     @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """Host names a token-free server answers to (see :func:`allowed_hosts`)."""
+        return allowed_hosts(self.host)
+
+    @property
     def token_required(self) -> bool:
         return self.require_token or not is_loopback(self.host)
 
@@ -73,7 +95,14 @@ class ServerConfig:
         if data_dir not in roots:
             roots.append(data_dir)
         model_roots = [Path(r).expanduser().resolve() for r in self.model_roots]
-        token_file = Path(self.token_file).expanduser().resolve() if self.token_file else data_dir / "token"
+        # the folder is resolved, the file name is not: a token file that is a symlink must be seen (and refused)
+        # as one, not silently replaced by its target
+        token_file = _resolve_parent(Path(self.token_file)) if self.token_file else data_dir / "token"
         return dataclasses.replace(
             self, data_dir=data_dir, roots=roots, model_roots=model_roots, token_file=token_file
         )
+
+
+def _resolve_parent(path: Path) -> Path:
+    path = path.expanduser()
+    return path.parent.resolve() / path.name

@@ -24,7 +24,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC_PATHS = ("/version", "/openapi.json")
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
 class BodyTooLarge(HTTPException):
@@ -65,12 +64,13 @@ class GuardMiddleware:
         app: ASGIApp,
         *,
         token: Optional[str],
-        loopback_only: bool,
+        allowed_hosts: tuple[str, ...],
         max_body: Callable[[str], int],
     ) -> None:
+        """``allowed_hosts``: the Host names answered to (``config.allowed_hosts``); empty: any (token-guarded)."""
         self.app = app
         self.token = token
-        self.loopback_only = loopback_only
+        self.allowed_hosts = tuple(h.lower() for h in allowed_hosts)
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -82,8 +82,10 @@ class GuardMiddleware:
         if "origin" in headers:
             await send_error(send, ErrorKind.FORBIDDEN, "requests from web pages are refused; use the neurender add-on or CLI")
             return
-        if self.loopback_only and _host_name(headers.get("host", "127.0.0.1")).lower() not in LOOPBACK_HOSTS:
-            await send_error(send, ErrorKind.WRONG_HOST, "this server only answers requests addressed to localhost")
+        if self.allowed_hosts and _host_name(headers.get("host", self.allowed_hosts[0])).lower() not in self.allowed_hosts:
+            await send_error(
+                send, ErrorKind.WRONG_HOST, f"this server only answers requests addressed to {' or '.join(self.allowed_hosts)}"
+            )
             return
         if self.token is not None and path not in PUBLIC_PATHS:
             if not bearer_matches(headers.get("authorization"), self.token):

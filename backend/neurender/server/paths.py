@@ -14,6 +14,8 @@ from neurender.contract import ErrorKind
 from neurender.errors import InputError
 
 MAX_PATH_CHARS = 4096
+MAX_COMPONENT_BYTES = 255
+"""The longest file name (one path component) of the common file systems (ext4, XFS, APFS, NTFS), in UTF-8 bytes."""
 
 
 class PathRefused(InputError):
@@ -32,6 +34,14 @@ def confine(raw: object, roots: Sequence[Path], what: str) -> Path:
         raise PathRefused(f"{what} must be a non-empty absolute path")
     if len(raw) > MAX_PATH_CHARS or "\x00" in raw:
         raise PathRefused(f"{what} is not a valid path")
+    try:
+        encoded = raw.encode("utf-8")  # strict: a lone surrogate could never be written into a response
+    except UnicodeEncodeError:
+        raise PathRefused(f"{what} is not valid Unicode text") from None
+    if len(encoded) > MAX_PATH_CHARS:
+        raise PathRefused(f"{what} is not a valid path (longer than {MAX_PATH_CHARS} bytes)")
+    if any(len(part) > MAX_COMPONENT_BYTES for part in encoded.split(b"/")):
+        raise PathRefused(f"{what} has a folder or file name longer than {MAX_COMPONENT_BYTES} bytes")
     if ".." in PurePosixPath(raw).parts or ".." in PureWindowsPath(raw).parts:
         raise PathRefused(f"{what} {raw!r} must not contain '..'")
     path = Path(raw)
@@ -41,7 +51,22 @@ def confine(raw: object, roots: Sequence[Path], what: str) -> Path:
         resolved = Path(os.path.realpath(path))
     except (OSError, ValueError) as exc:
         raise PathRefused(f"{what} {raw!r} cannot be resolved: {exc}") from None
-    for root in roots:
-        if resolved == root or resolved.is_relative_to(root):
-            return resolved
-    raise PathOutsideRoots(f"{what} {raw!r} lies outside the folders this server may use (see --root)")
+    if not inside(resolved, roots):
+        raise PathOutsideRoots(f"{what} {raw!r} lies outside the folders this server may use (see --root)")
+    return resolved
+
+
+def inside(resolved: Path, roots: Sequence[Path]) -> bool:
+    """True if the already resolved ``resolved`` is one of ``roots`` or lies below one."""
+    return any(resolved == root or resolved.is_relative_to(root) for root in roots)
+
+
+def confine_file(path: Path, roots: Sequence[Path], what: str) -> Path:
+    """Refuse a file (e.g. a frame EXR inside a pass folder) that is, or links to, something outside ``roots``."""
+    try:
+        resolved = Path(os.path.realpath(path))
+    except (OSError, ValueError) as exc:
+        raise PathRefused(f"{what} cannot be resolved: {exc}") from None
+    if not inside(resolved, roots):
+        raise PathOutsideRoots(f"{what} links to a file outside the folders this server may use (see --root)")
+    return resolved

@@ -19,9 +19,12 @@ from typing import Any, Optional
 
 from neurender.contract import (
     JOB_CANCELLED,
+    JOB_DONE,
+    JOB_FAILED,
     JOB_FINAL_STATES,
     JOB_QUEUED,
     JOB_RUNNING,
+    ContractError,
     ErrorKind,
     Progress,
 )
@@ -90,17 +93,35 @@ class JobRecord:
         }
 
 
+def _valid_text(value: Any) -> Any:
+    """``value`` with every string made encodable as UTF-8 (a lone surrogate becomes U+FFFD).
+
+    The contract refuses such text before anything is stored; this keeps a row written by an older server (or by
+    hand) from making every listing of the jobs fail."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_valid_text(v) for v in value]
+    if isinstance(value, dict):
+        return {_valid_text(k): _valid_text(v) for k, v in value.items()}
+    return value
+
+
 def _record(row: sqlite3.Row) -> JobRecord:
     return JobRecord(
-        id=row["id"],
+        id=_valid_text(row["id"]),
         state=row["state"],
-        settings=json.loads(row["settings"]),
-        progress=json.loads(row["progress"]),
-        error=row["error"],
+        settings=_valid_text(json.loads(row["settings"])),
+        progress=_valid_text(json.loads(row["progress"])),
+        error=_valid_text(row["error"]),
         created=row["created"],
         updated=row["updated"],
-        pass_dir=row["pass_dir"],
-        out_dir=row["out_dir"],
+        pass_dir=_valid_text(row["pass_dir"]),
+        out_dir=_valid_text(row["out_dir"]),
         frame_start=row["frame_start"],
         frame_end=row["frame_end"],
         frames_done=json.loads(row["frames_done"]),
@@ -156,6 +177,15 @@ class JobStore:
     ) -> JobRecord:
         now = time.time()
         progress = Progress(frames_done=len(frames_done), frames_total=frames_total, phase="queued")
+        draft = JobRecord(
+            id=job_id, state=JOB_QUEUED, settings=settings, progress=progress.to_dict(), error=None, created=now,
+            updated=now, pass_dir=pass_dir, out_dir=out_dir, frame_start=frame_start, frame_end=frame_end,
+            frames_done=sorted(frames_done), uploaded=uploaded,
+        )
+        try:  # nothing is stored that could not be answered: the record must serialise as the API's UTF-8 JSON
+            json.dumps(draft.to_api(), ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            raise ContractError(f"the job cannot be stored: {exc.__class__.__name__}") from None
         with self._lock:
             self._db.execute(
                 "INSERT INTO jobs (id, state, settings, progress, error, created, updated, pass_dir, out_dir, "
@@ -183,16 +213,28 @@ class JobStore:
         """At start-up: jobs left running by a dead process go back to the queue (or to cancelled, if asked)."""
         now = time.time()
         with self._lock:
-            rows = self._db.execute("SELECT id, cancel_requested FROM jobs WHERE state = ?", (JOB_RUNNING,)).fetchall()
+            rows = self._db.execute(
+                "SELECT id, cancel_requested, progress, frames_done FROM jobs WHERE state = ?", (JOB_RUNNING,)
+            ).fetchall()
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 for row in rows:
                     cancelled = bool(row["cancel_requested"])
+                    state = JOB_CANCELLED if cancelled else JOB_QUEUED
+                    # the dead process's step and message are stale: keep only what is on disk (frames done)
+                    old = json.loads(row["progress"])
+                    progress = Progress(
+                        frames_done=len(json.loads(row["frames_done"])),
+                        frames_total=int(old.get("frames_total", 0)),
+                        phase="recovered" if state == JOB_QUEUED else state,
+                        message="re-queued after a restart" if state == JOB_QUEUED else "",
+                    )
                     self._db.execute(
-                        "UPDATE jobs SET state = ?, error_kind = ?, updated = ? WHERE id = ?",
+                        "UPDATE jobs SET state = ?, error_kind = ?, progress = ?, updated = ? WHERE id = ?",
                         (
-                            JOB_CANCELLED if cancelled else JOB_QUEUED,
+                            state,
                             ErrorKind.CANCELLED.value if cancelled else None,
+                            json.dumps(progress.to_dict()),
                             now,
                             row["id"],
                         ),
@@ -284,7 +326,28 @@ class JobStore:
                 raise
         return self.get(job_id)
 
+    def delete(self, job_id: str) -> bool:
+        """Remove a final job's record (its files are the caller's business); False if absent or still active."""
+        with self._lock:
+            cursor = self._db.execute(
+                "DELETE FROM jobs WHERE id = ? AND state IN (?, ?, ?)", (job_id, JOB_DONE, JOB_FAILED, JOB_CANCELLED)
+            )
+        return cursor.rowcount > 0
+
     # ---- reads -----------------------------------------------------------------------------------------------
+
+    def final_before(self, cutoff: float) -> list[JobRecord]:
+        """Final jobs last updated before ``cutoff`` (unix seconds), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM jobs WHERE updated < ? AND state IN (?, ?, ?) ORDER BY seq",
+                (cutoff, JOB_DONE, JOB_FAILED, JOB_CANCELLED),
+            ).fetchall()
+        return [_record(r) for r in rows]
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return {row["id"] for row in self._db.execute("SELECT id FROM jobs").fetchall()}
 
     def get(self, job_id: str) -> Optional[JobRecord]:
         with self._lock:
