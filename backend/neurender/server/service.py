@@ -1,0 +1,151 @@
+"""State shared by the routes of ``neurender serve``: configuration, job store, worker; job submission rules."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+from fastapi import Request
+
+from neurender.contract import (
+    MANIFEST_NAME,
+    MAX_FRAMES,
+    MAX_RESOLUTION,
+    ContractError,
+    ErrorKind,
+    PassManifest,
+    RenderSettings,
+    parse_frame_range,
+)
+from neurender.errors import PassFolderError, ServiceRefusal
+from neurender.server.config import ServerConfig
+from neurender.server.paths import PathRefused, confine
+from neurender.server.store import JobRecord, JobStore
+from neurender.server.worker import Runner, Worker, scan_frames_done
+
+log = logging.getLogger(__name__)
+
+MAX_ID_CHARS = 64
+
+
+def detect_device() -> str:
+    """The best torch device of this machine (imports torch; call once at start-up, never at import)."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+    except Exception:  # torch missing or broken: the runner will say so per job
+        log.warning("torch is not usable; reporting device 'cpu'")
+    return "cpu"
+
+
+def _job_frames(manifest: PassManifest, settings: RenderSettings, where: str) -> list[int]:
+    frames = manifest.frame_numbers
+    if settings.frames:
+        a, b = parse_frame_range(settings.frames)
+        frames = [f for f in frames if a <= f <= b]
+        if not frames:
+            raise ContractError(f"frames {settings.frames} select none of the frames in {where}", kind=ErrorKind.BAD_FRAMES)
+    if len(frames) > MAX_FRAMES:
+        raise ContractError(f"{len(frames)} frames exceed the limit of {MAX_FRAMES} per job", kind=ErrorKind.BAD_FRAMES)
+    return sorted(frames)
+
+
+def _read_manifest(pass_dir: Path) -> PassManifest:
+    path = pass_dir / MANIFEST_NAME
+    if not pass_dir.is_dir():
+        raise PassFolderError(f"pass folder {pass_dir} does not exist or is not a folder")
+    if not path.is_file():
+        raise PassFolderError(f"pass folder {pass_dir} has no {MANIFEST_NAME}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PassFolderError(f"{path} cannot be read: {exc}") from None
+    return PassManifest.from_json(text)
+
+
+class Service:
+    """State shared by the routes: configuration, store, worker. Created once per app (``app.state.service``)."""
+
+    def __init__(self, config: ServerConfig, runner: Runner, pipelines: Any, token: Optional[str]) -> None:
+        self.config = config
+        self.token = token
+        self.pipelines = pipelines
+        self.store = JobStore(config.db_path)
+        self.worker = Worker(self.store, runner, pipelines, progress_interval=config.progress_interval)
+        self.device = detect_device() if config.device == "auto" else config.device
+        self._submit_lock = threading.Lock()
+
+    def settings_from(self, data: Any) -> RenderSettings:
+        settings = RenderSettings.from_dict(data)
+        model_roots = list(self.config.roots) + list(self.config.model_roots)
+        paths = [("model", settings.model), ("reference_image", settings.reference_image)]
+        paths += [(f"controlnet {u.kind} model", u.model) for u in settings.controlnets]
+        paths += [("LoRA path", lora.path) for lora in settings.loras]
+        paths += [("embedding", path) for path in settings.embeddings]
+        for what, value in paths:
+            if value:
+                confine(value, model_roots, what)
+        return settings
+
+    def submit(self, job_id: str, pass_dir: Path, out_dir: Path, settings: RenderSettings, uploaded: bool) -> JobRecord:
+        manifest = _read_manifest(pass_dir)
+        width = settings.width or manifest.width // 8 * 8
+        height = settings.height or manifest.height // 8 * 8
+        if width > MAX_RESOLUTION or height > MAX_RESOLUTION:
+            raise ContractError(
+                f"the render size {width}x{height} exceeds {MAX_RESOLUTION}; set width/height in the settings"
+            )
+        frames = _job_frames(manifest, settings, str(pass_dir))
+        if out_dir.exists() and not out_dir.is_dir():
+            raise PathRefused(f"out_dir {out_dir} exists and is not a folder")
+        with self._submit_lock:  # the checks and the insert are one step for concurrent clients
+            if self.store.count_active() >= self.config.max_queued_jobs:
+                raise ServiceRefusal(
+                    f"the queue is full ({self.config.max_queued_jobs} jobs); retry later", kind=ErrorKind.QUEUE_FULL
+                )
+            other = self.store.active_job_writing_to(str(out_dir))
+            if other is not None:
+                raise ServiceRefusal(
+                    f"out_dir {out_dir} is in use by job {other}; cancel it or choose another", kind=ErrorKind.BUSY
+                )
+            try:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise PathRefused(f"out_dir {out_dir} cannot be created: {exc.strerror}") from None
+            record = self._add(job_id, pass_dir, out_dir, settings, frames, uploaded)
+        log.info("job %s: queued (%d frames from %s)", job_id, len(frames), pass_dir)
+        self.worker.notify()
+        return record
+
+    def _add(
+        self, job_id: str, pass_dir: Path, out_dir: Path, settings: RenderSettings, frames: list[int], uploaded: bool
+    ) -> JobRecord:
+        wanted = set(frames)
+        return self.store.add(
+            job_id=job_id,
+            settings=settings.to_dict(),
+            pass_dir=str(pass_dir),
+            out_dir=str(out_dir),
+            frame_start=frames[0],
+            frame_end=frames[-1],
+            frames_total=len(frames),
+            frames_done=[f for f in scan_frames_done(out_dir, frames[0], frames[-1]) if f in wanted],
+            uploaded=uploaded,
+        )
+
+    def job_or_404(self, job_id: str) -> JobRecord:
+        record = self.store.get(job_id) if len(job_id) <= MAX_ID_CHARS else None
+        if record is None:
+            raise ServiceRefusal(f"job {job_id[:MAX_ID_CHARS]!r} does not exist", kind=ErrorKind.NOT_FOUND)
+        return record
+
+
+def service_of(request: Request) -> Service:
+    """The app's ``Service`` (a FastAPI dependency of every route)."""
+    return request.app.state.service
