@@ -210,7 +210,16 @@ def make_pass_scene(scene, frame_start: int, frame_end: int, folder: str, fast: 
 
 
 def remove_pass_scene(tmp) -> None:
+    """Remove the temporary scene, after freeing the render engine it kept for persistent data.
+
+    With ``use_persistent_data`` the engine (Cycles) outlives the render together with its own depsgraph, which
+    stays registered with ``bpy.data`` and points at this scene. Removing the scene first leaves that depsgraph
+    dangling: the next relations update (adding a sequencer strip, linking an object) reads the freed scene and
+    crashes Blender intermittently (seen as exit -11 under bpy 5.0.1). Turning the option off frees the engine
+    (its RNA update calls ``RE_FreePersistentData`` for this scene)."""
     try:
+        if tmp.render.use_persistent_data:
+            tmp.render.use_persistent_data = False
         bpy.data.scenes.remove(tmp, do_unlink=True)
     except ReferenceError:  # already gone
         pass
