@@ -186,7 +186,11 @@ class LockstepSampler:
                         replaced = hook(ctx)
                         if replaced is not None:
                             ctx.noise_pred = replaced
-                    latents = self.scheduler.step(ctx.noise_pred, t, latents, **self._extra, return_dict=False)[0]
+                    step = getattr(strategy, "scheduler_step", None)  # optional: a strategy's own frame layout
+                    if step is not None:
+                        latents = step(self, ctx.noise_pred, t, latents)
+                    else:
+                        latents = self.scheduler.step(ctx.noise_pred, t, latents, **self._extra, return_dict=False)[0]
                     if self.checkpoint_path is not None and i < len(timesteps) - 1:
                         save_checkpoint(
                             self.checkpoint_path,
@@ -221,7 +225,9 @@ class LockstepSampler:
             positions = list(range(x_anchor.shape[0]))
             self.evaluate(positions, x_anchor, t, i, n_steps, reference=True, control_images=self.anchors.controls)
 
-    def evaluate(self, positions, x, t, i, n_steps, reference: bool = False, control_images=None) -> torch.Tensor:
+    def evaluate(
+        self, positions, x, t, i, n_steps, reference: bool = False, control_images=None, unet=None
+    ) -> torch.Tensor:
         """One model call for a group of frames: the body of the stock pipeline's loop.
 
         A reference pass skips the ControlNets unless it brings its own ``control_images`` (precomputed anchors).
@@ -253,7 +259,7 @@ class LockstepSampler:
                     guess_mode=False,
                     return_dict=False,
                 )
-        noise_pred = pipe.unet(
+        noise_pred = (pipe.unet if unet is None else unet)(  # unet: e.g. the motion UNet's video call (engine/motion_windows.py)
             latent_model_input,
             t,
             encoder_hidden_states=prompt_embeds,

@@ -220,18 +220,32 @@ def load_motion_adapter(path: str | Path, unet_cfg: dict[str, Any], torch_dtype:
 
 
 def motion_unet(unet: Any, adapter: Any) -> Any:
-    """A ``UNetMotionModel`` made of ``unet``'s own modules plus ``adapter``'s temporal modules (nothing copied)."""
+    """A ``UNetMotionModel`` made of ``unet``'s own modules plus ``adapter``'s temporal modules (nothing copied).
+
+    The skeleton is built on the meta device (no second UNet's weights, not even for a moment) and every submodule
+    is then replaced by the 2D UNet's, the temporal layers take the adapter's tensors (``assign``: shared storage).
+    The temporal layers are those ``from_unet2d`` builds (their GroupNorms take the UNet's ``norm_num_groups``, as in
+    diffusers' pipeline). A tensor left on the meta device is an error, not silence.
+    """
+    from accelerate import init_empty_weights
     from diffusers import UNetMotionModel
 
-    model = UNetMotionModel.from_unet2d(unet, adapter, load_weights=False)
+    with init_empty_weights(include_buffers=True):
+        model = UNetMotionModel.from_unet2d(unet, adapter, load_weights=False)
     for name in ("conv_in", "time_proj", "time_embedding", "conv_norm_out", "conv_act", "conv_out"):
         setattr(model, name, getattr(unet, name))
-    for mine, theirs in zip(model.down_blocks, unet.down_blocks):
+    for mine, theirs, motion in zip(model.down_blocks, unet.down_blocks, adapter.down_blocks):
         _share(mine, theirs, ("resnets", "attentions", "downsamplers"))
-    for mine, theirs in zip(model.up_blocks, unet.up_blocks):
+        mine.motion_modules.load_state_dict(motion.motion_modules.state_dict(), assign=True)
+    for mine, theirs, motion in zip(model.up_blocks, unet.up_blocks, adapter.up_blocks):
         _share(mine, theirs, ("resnets", "attentions", "upsamplers"))
+        mine.motion_modules.load_state_dict(motion.motion_modules.state_dict(), assign=True)
     _share(model.mid_block, unet.mid_block, ("resnets", "attentions"))
-    model.load_motion_modules(adapter)
+    if hasattr(model.mid_block, "motion_modules"):
+        model.mid_block.motion_modules.load_state_dict(adapter.mid_block.motion_modules.state_dict(), assign=True)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise ModelLoadError(f"the motion UNet could not take over {len(left)} tensors of the UNet (first: {left[0]})")
     model.to(device=unet.device, dtype=unet.dtype)
     model.eval()
     return model
@@ -241,3 +255,25 @@ def _share(mine: Any, theirs: Any, names: tuple[str, ...]) -> None:
     for name in names:
         if getattr(theirs, name, None) is not None:
             setattr(mine, name, getattr(theirs, name))
+
+
+def random_motion_adapter(unet_cfg: dict[str, Any], seed: int = 0, positions: int = DEFAULT_POSITIONS, **kwargs) -> Any:
+    """A seeded random-weight ``MotionAdapter`` that fits ``unet_cfg`` (tests and benchmarks; no weights exist here).
+
+    Every projection gets N(0, (1.5 / sqrt(fan_in))^2) weights (gain 1.5 at any width): diffusers' default init leaves
+    the temporal layers nearly inert, and a random module must visibly mix frames. The global torch RNG is left untouched."""
+    import torch
+    from diffusers import MotionAdapter
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        adapter = MotionAdapter(
+            block_out_channels=tuple(unet_cfg["block_out_channels"]),
+            motion_layers_per_block=unet_cfg["layers_per_block"],
+            motion_max_seq_length=positions,
+            **kwargs,
+        )
+        for name, p in adapter.named_parameters():
+            if name.endswith("weight") and p.ndim == 2:
+                torch.nn.init.normal_(p, std=1.5 / p.shape[1] ** 0.5)
+    return adapter.eval()
