@@ -18,40 +18,40 @@ import urllib.request
 import uuid
 from typing import Any, Optional
 
+from . import messages
 from . import neurender_contract as contract
 
 log = logging.getLogger(__name__)
 
 
 class BackendError(Exception):
-    """A failure talking to the backend; ``str(err)`` is one sentence for the artist. ``kind`` names the class."""
+    """A failure talking to the backend; ``str(err)`` is one sentence for the artist (``messages.word``).
 
-    def __init__(self, message: str, kind: str = "error", status: int = 0):
+    ``kind`` is the contract's ``ErrorKind`` value (or one of the add-on's own kinds in ``messages``); ``detail``
+    is the backend's full reason, for "Copy Message" and the log."""
+
+    def __init__(self, message: str, kind: str = "internal", status: int = 0, detail: str = ""):
         super().__init__(message)
         self.kind = kind
         self.status = status
+        self.detail = detail or message
 
 
-UNREACHABLE = "unreachable"
-VERSION_MISMATCH = "version_mismatch"
+def error(kind: str, detail: str = "", status: int = 0, full: str = "") -> BackendError:
+    """The ``BackendError`` of ``kind``, worded once in ``messages``; ``full`` (default ``detail``) is kept for
+    Copy Message and the log."""
+    return BackendError(messages.word(kind, detail), kind, status, full or detail)
+
+
+UNREACHABLE = messages.UNREACHABLE
+VERSION_MISMATCH = messages.VERSION_MISMATCH
+NOT_NEURENDER = messages.NOT_NEURENDER
+BAD_URL = messages.BAD_URL
+SERVER = messages.SERVER
 MODEL_MISSING = "model_missing"
 BAD_SETTINGS = "bad_settings"
-UNAUTHORIZED = "unauthorized"
+UNAUTHORIZED = "token"
 NOT_FOUND = "not_found"
-SERVER = "server"
-
-
-def _classify_4xx(status: int, detail: str) -> BackendError:
-    low = detail.lower()
-    if status in (401, 403):
-        return BackendError(f"The backend refused the access token: {detail}", UNAUTHORIZED, status)
-    if status == 404:  # an unknown job, a frame not finished yet, or a URL that is not a neurender route
-        return BackendError(f"Not found on the backend: {detail}", NOT_FOUND, status)
-    if _mentions_missing_model(low):
-        return BackendError(f"A model could not be loaded: {detail}", MODEL_MISSING, status)
-    if status in (409, 413, 429):  # output folder busy, upload too large, queue full: not the settings' fault
-        return BackendError(f"The backend refused the request: {detail}", BAD_SETTINGS, status)
-    return BackendError(f"The backend refused the render settings: {detail}", BAD_SETTINGS, status)
 
 
 class Client:
@@ -59,8 +59,11 @@ class Client:
 
     def __init__(self, base_url: str, token: str = "", timeout: float = 10.0):
         if not base_url:
-            raise BackendError("No backend URL is set in the neurender preferences.", BAD_SETTINGS)
-        self.base_url = base_url.rstrip("/")
+            raise error(BAD_URL, "", full="no Backend URL is set in the preferences")
+        parsed = urllib.parse.urlsplit(base_url.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise error(BAD_URL, repr(base_url.strip()))
+        self.base_url = base_url.strip().rstrip("/")
         self.token = token
         self.timeout = timeout
 
@@ -83,23 +86,17 @@ class Client:
             with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:
                 payload = resp.read()
         except urllib.error.HTTPError as exc:
-            detail = _detail(exc)
-            if 400 <= exc.code < 500:
-                raise _classify_4xx(exc.code, detail) from None
-            raise BackendError(f"The backend failed ({exc.code}): {detail}", SERVER, exc.code) from None
-        except (urllib.error.URLError, http.client.HTTPException, socket.timeout, OSError) as exc:
+            detail, kind = _detail(exc)
+            raise error(kind, detail, exc.code) from None
+        except (urllib.error.URLError, http.client.HTTPException, socket.timeout, OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise BackendError(
-                f"The neurender backend at {self.base_url} cannot be reached ({reason}). "
-                "Start it, or enable 'Start a local backend' in the preferences.",
-                UNREACHABLE,
-            ) from None
+            raise error(UNREACHABLE, f"at {self.base_url}", full=f"{self.base_url}: {reason}") from None
         if raw:
             return payload
         try:
             return json.loads(payload.decode("utf-8")) if payload else {}
         except ValueError:
-            raise BackendError(f"The server at {self.base_url} did not answer JSON; is it neurender?", SERVER) from None
+            raise error(NOT_NEURENDER, f"{self.base_url} did not answer JSON") from None
 
     # -- API ------------------------------------------------------------------------------------------------
     def version(self) -> dict:
@@ -110,13 +107,12 @@ class Client:
         info = self.version()
         proto = info.get("protocol_version")
         if not isinstance(proto, int) or not contract.compatible_protocol(proto):
-            msg = (
-                f"The backend speaks protocol {proto} but this add-on speaks {contract.PROTOCOL_VERSION}; "
-                "update the add-on or the backend so both match."
-            )
+            detail = f"the backend speaks protocol {proto}, this add-on speaks {contract.PROTOCOL_VERSION}"
+            if "protocol_version" not in info:
+                raise error(NOT_NEURENDER, f"{self.base_url}{contract.ROUTE_VERSION} has no protocol_version")
             if not force:
-                raise BackendError(msg, VERSION_MISMATCH)
-            log.warning("%s (forced)", msg)
+                raise error(VERSION_MISMATCH, detail)
+            log.warning("%s (forced)", detail)
         return info
 
     def submit(self, pass_dir: str, settings: dict, out_dir: str = "") -> dict:
@@ -140,10 +136,9 @@ class Client:
                 # The server answered early (e.g. 401, 413) and closed the connection while the body was still
                 # going out; that answer is lost, so ask an authenticated route why.
                 self.check_access()
-                raise BackendError(
-                    f"The upload to {self.base_url} broke off after {stream.sent} of {stream.length} bytes; the "
-                    "backend may refuse uploads this large (neurender serve --max-upload-mb) or went away.",
-                    UNREACHABLE) from None
+                raise error(UNREACHABLE, f"at {self.base_url}",
+                            full=f"the upload to {self.base_url} broke off after {stream.sent} of {stream.length} "
+                            "bytes; the backend may refuse uploads this large, or went away") from None
 
     def check_access(self) -> None:
         """Raise ``BackendError`` (``UNAUTHORIZED``, ``UNREACHABLE``) unless an authenticated request goes through."""
@@ -164,6 +159,23 @@ class Client:
 
     def free_models(self) -> dict:
         return self._request("POST", contract.ROUTE_FREE, {})
+
+    def preview_png(self, job_id: str) -> tuple[int, bytes]:
+        """``GET /jobs/{id}/preview``: (the denoising step it shows, PNG bytes); ``not_found`` before the first."""
+        route = contract.ROUTE_JOB_PREVIEW.format(job_id=urllib.parse.quote(job_id, safe=""))
+        req = urllib.request.Request(self.base_url + route, method="GET")
+        if self.token:
+            req.add_header(contract.TOKEN_HEADER, f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                step = int(resp.headers.get(contract.PREVIEW_HEADER) or 0)
+                return step, resp.read()
+        except urllib.error.HTTPError as exc:
+            detail, kind = _detail(exc)
+            raise error(kind, detail, exc.code) from None
+        except (urllib.error.URLError, http.client.HTTPException, socket.timeout, OSError, ValueError) as exc:
+            raise error(UNREACHABLE, f"at {self.base_url}",
+                        full=f"{self.base_url}: {getattr(exc, 'reason', exc)}") from None
 
 
 class _MultipartBody:
@@ -219,30 +231,25 @@ class _MultipartBody:
         self.close()
 
 
-def _mentions_missing_model(low: str) -> bool:
-    about_model = any(w in low for w in ("model", "checkpoint", "safetensors", "controlnet"))
-    missing = any(w in low for w in ("missing", "not found", "no such", "does not exist", "could not", "cannot load"))
-    return about_model and missing
-
-
-def _detail(exc: urllib.error.HTTPError) -> str:
+def _detail(exc: urllib.error.HTTPError) -> tuple[str, str]:
+    """(the backend's reason, the error kind) of an error answer; a page that is not neurender's is not shown."""
     try:
         body = exc.read().decode("utf-8", "replace")
     except Exception:  # noqa: BLE001 - the body is only for the message
-        return exc.reason or str(exc.code)
+        body = ""
     try:
-        detail = json.loads(body).get("detail")
-    except (ValueError, AttributeError):
-        detail = None
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict) or "detail" not in data:  # e.g. another web server's HTML 404 page: not shown
+        return f"HTTP {exc.code} {exc.reason} from {exc.url}", NOT_NEURENDER if exc.code < 500 else SERVER
+    detail = data.get("detail")
     if isinstance(detail, list):  # FastAPI validation errors
         detail = "; ".join(str(d.get("msg", d)) if isinstance(d, dict) else str(d) for d in detail)
-    return str(detail or body.strip() or exc.reason)
+    return str(detail or exc.reason), messages.kind_of(data.get("error_kind"), exc.code)
 
 
 def job_failure_message(job: dict) -> str:
-    """The artist-facing sentence for a job that ended in ``failed``."""
-    error = str(job.get("error") or "unknown error")
-    low = error.lower()
-    if _mentions_missing_model(low):
-        return f"A model could not be loaded: {error}"
-    return f"The neural render failed: {error}"
+    """The artist-facing sentence for a job that ended in ``failed`` (by the job's ``error_kind``)."""
+    kind = job.get("error_kind") or "internal"
+    return messages.word(messages.kind_of(kind, 500), str(job.get("error") or "no reason given"))

@@ -1,7 +1,15 @@
-"""The "Neural Render" tab of the 3D viewport sidebar. Drawing only: no state changes, no network."""
+"""The "Neural Render" tab of the 3D viewport sidebar. Drawing only: no state changes, no network.
+
+Layout: the main panel (backend, what the artist should know, render buttons, progress, preview, messages), then
+Model & Prompt, ControlNets, Consistency, Deflicker, Output and Advanced. Advanced also draws every shot property
+of a RenderSettings field that no other panel draws, so a field added to the contract appears without a panel edit.
+"""
+
+import dataclasses
 
 import bpy
 
+from . import advice, live, messages, preferences, properties
 from . import neurender_contract as contract
 
 
@@ -11,17 +19,51 @@ class _Base:
     bl_category = "Neural Render"
 
 
+def _chars(context) -> int:
+    """Characters that fit on one line of the sidebar (about 7 px per character at the default UI scale)."""
+    region = getattr(context, "region", None)
+    width = getattr(region, "width", 0) or 0
+    return max(28, int(width / 7.0) - 4) if width else 48
+
+
+def draw_wrapped(layout, text: str, chars: int, icon: str = "NONE") -> None:
+    """A long message as several labels (a panel label is one line), the icon on the first."""
+    col = layout.column(align=True)
+    for i, line in enumerate(messages.wrap(text, chars)):
+        col.label(text=line, icon=icon if i == 0 else "BLANK1" if icon != "NONE" else "NONE")
+
+
+def _prefs(context):
+    try:
+        return preferences.get(context)
+    except (KeyError, AttributeError):
+        return None
+
+
 class NEURENDER_PT_main(_Base, bpy.types.Panel):
     bl_label = "Neural Render"
 
     def draw(self, context):
         layout = self.layout
         st = context.window_manager.neurender
-        shot = context.scene.neurender
-        row = layout.row()
+        scene = context.scene
+        shot = scene.neurender
+        prefs = _prefs(context)
+        chars = _chars(context)
+        row = layout.row(align=True)
         row.label(text=st.backend_info if st.connected else "Backend: not connected",
                   icon="CHECKMARK" if st.connected else "UNLINKED")
         row.operator("neurender.connect", text="", icon="FILE_REFRESH")
+        row.operator("neurender.free_vram", text="", icon="TRASH")
+
+        # what the artist should know before pressing Render (advice.py): red for noise, yellow for warnings
+        for level, text, fix in advice.warnings(scene, prefs):
+            box = layout.box()
+            box.alert = level == "ERROR"
+            draw_wrapped(box, text, chars, icon="ERROR" if level == "ERROR" else "INFO")
+            if fix:
+                box.operator(fix, icon="ADD")
+
         col = layout.column(align=True)
         col.operator("neurender.render_frame", icon="RENDER_STILL")
         col.operator("neurender.render_animation", icon="RENDER_ANIMATION")
@@ -29,37 +71,71 @@ class NEURENDER_PT_main(_Base, bpy.types.Panel):
         row.operator("neurender.cancel", icon="CANCEL")
         row.operator("neurender.open_output", icon="FILEBROWSER")
         layout.prop(shot, "render_hook")
-        if st.job_state and st.job_state not in contract.JOB_FINAL_STATES:
-            layout.progress(factor=st.progress,
-                            text=f"Frame {st.frames_done}/{st.frames_total}  step {st.step}/{st.steps_total}")
+
+        running = st.job_state and st.job_state not in contract.JOB_FINAL_STATES
+        if running:
+            text = st.progress_text or f"{st.job_state}"
+            layout.progress(factor=st.progress, text=f"{int(st.progress * 100)}%" + (f", {st.eta} left"
+                                                                                     if st.eta else ""))
+            draw_wrapped(layout, text, chars)
+        if st.job_device:
+            layout.label(text=f"Rendering on {st.job_device}", icon="MEMORY")
+        if st.preview_step:
+            row = layout.row(align=True)
+            row.label(text=f"Preview: image '{live.PREVIEW_IMAGE}' (step {st.preview_step})", icon="IMAGE_DATA")
+            row.operator("neurender.show_preview", text="", icon="WINDOW")
+        if st.job_id and st.random_weights:  # on the result too: whatever it shows is noise
+            box = layout.box()
+            box.alert = True
+            draw_wrapped(box, live.RANDOM_WEIGHTS_NOTE, chars, icon="ERROR")
         if st.error:
             box = layout.box()
             box.alert = True
-            box.label(text=st.error, icon="ERROR")
+            draw_wrapped(box, st.error, chars, icon="ERROR")
+            row = box.row(align=True)
+            row.operator("neurender.copy_message", icon="COPYDOWN")
+            row.operator("neurender.open_log", icon="TEXT")
         elif st.message:
-            layout.label(text=st.message)
+            draw_wrapped(layout, st.message, chars)
 
 
 class NEURENDER_PT_prompt(_Base, bpy.types.Panel):
-    bl_label = "Prompt"
+    bl_label = "Model & Prompt"
     bl_parent_id = "NEURENDER_PT_main"
 
     def draw(self, context):
         shot = context.scene.neurender
-        col = self.layout.column()
+        layout = self.layout
+        row = layout.row(align=True)
+        row.label(text="Preset")
+        for name in properties.SHOT_PRESETS:
+            row.operator("neurender.apply_preset", text=properties.SHOT_PRESETS[name][0]).preset = name
+        col = layout.column()
         col.prop(shot, "prompt", text="")
         col.prop(shot, "negative_prompt")
+        col.prop(shot, "model")
+        col.prop(shot, "prediction_type")
         col.prop(shot, "seed")
         col.prop(shot, "steps")
         col.prop(shot, "guidance_scale")
         col.prop(shot, "scheduler")
-        row = col.row(align=True)
-        row.prop(shot, "width")
-        row.prop(shot, "height")
-        col.prop(shot, "model")
-        col.prop(shot, "prediction_type")
-        col.prop(shot, "output_dir")
-        col.prop(shot, "make_movie")
+        box = layout.box()
+        box.label(text="LoRAs")
+        for i, lora in enumerate(shot.loras):
+            row = box.row(align=True)
+            row.prop(lora, "enabled", text="")
+            row.prop(lora, "path", text="")
+            row.prop(lora, "weight", text="")
+            row.operator("neurender.lora_remove", text="", icon="X").index = i
+        box.operator("neurender.lora_add", icon="ADD")
+        col = layout.column()
+        col.prop(shot, "reference_image")
+        box = layout.box()
+        box.label(text="Look")
+        box.prop(shot, "look_file", text="")
+        row = box.row(align=True)
+        row.operator("neurender.look_save", icon="FILE_TICK")
+        row.operator("neurender.look_apply", icon="IMPORT")
 
 
 class NEURENDER_PT_controls(_Base, bpy.types.Panel):
@@ -80,24 +156,25 @@ class NEURENDER_PT_controls(_Base, bpy.types.Panel):
             row.prop(unit, "guidance_start")
             row.prop(unit, "guidance_end")
             box.prop(unit, "model")
-        layout.operator("neurender.control_add", icon="ADD")
+        row = layout.row(align=True)
+        row.operator("neurender.control_add", icon="ADD")
+        row.operator("neurender.add_suggested_controls", icon="PRESET")
+        layout.operator("neurender.show_controls", icon="IMAGE_DATA")
 
 
 class NEURENDER_PT_consistency(_Base, bpy.types.Panel):
     bl_label = "Consistency"
     bl_parent_id = "NEURENDER_PT_main"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         shot = context.scene.neurender
         col = self.layout.column()
         col.prop(shot, "consistency")
         col.prop(shot, "fixed_noise")
-        row = col.row(align=True)
-        row.prop(shot, "window_size")
-        row.prop(shot, "window_stride")
-        col.prop(shot, "batch_size")
-        col.prop(shot, "depth_smoothing")
+        if shot.consistency == "window":
+            row = col.row(align=True)
+            row.prop(shot, "window_size")
+            row.prop(shot, "window_stride")
         if shot.consistency == "keyframes":
             box = col.box()
             box.prop(shot, "keyframe_block")
@@ -106,20 +183,89 @@ class NEURENDER_PT_consistency(_Base, bpy.types.Panel):
                 box.prop(shot, "inversion_steps")
                 box.prop(shot, "pnp_features")
                 box.prop(shot, "pnp_attention")
-        col.separator()
-        col.prop(shot, "deflicker_steps")
-        col.prop(shot, "deflicker_space")
-        col.prop(shot, "deflicker_method")
-        col.prop(shot, "deflicker_window")
-        col.prop(shot, "post_deflicker")
-        row = col.row(align=True)
-        row.prop(shot, "deflicker_compensate")
-        row.prop(shot, "deflicker_sharpen")
-        col.separator()
-        col.prop(shot, "device")
-        col.prop(shot, "dtype")
+
+
+class NEURENDER_PT_deflicker(_Base, bpy.types.Panel):
+    bl_label = "Deflicker"
+    bl_parent_id = "NEURENDER_PT_main"
+
+    def draw(self, context):
+        shot = context.scene.neurender
+        col = self.layout.column()
+        col.prop(shot, "deflicker_preset")
+        if shot.deflicker_preset == "CUSTOM":
+            col.prop(shot, "deflicker_steps")
+            col.prop(shot, "post_deflicker")
+        elif shot.deflicker_preset != "OFF":
+            steps, post = properties.deflicker_plan(shot)
+            col.label(text=f"Steps {', '.join(str(s) for s in steps) or 'none'}" + (" + post pass" if post else ""))
+        if shot.deflicker_preset != "OFF":
+            col.prop(shot, "deflicker_method")
+            col.prop(shot, "deflicker_window")
+
+
+class NEURENDER_PT_output(_Base, bpy.types.Panel):
+    bl_label = "Output"
+    bl_parent_id = "NEURENDER_PT_main"
+
+    def draw(self, context):
+        scene = context.scene
+        shot = scene.neurender
+        col = self.layout.column()
+        col.prop(shot, "fit_within")
+        w, h = properties.render_size(scene)
+        col.label(text=f"Frames of {w} x {h} pixels")
+        col.prop(shot, "output_dir")
         col.prop(shot, "overwrite")
+        col.prop(shot, "make_movie")
         col.prop(shot, "wait_headless")
 
 
-classes = (NEURENDER_PT_main, NEURENDER_PT_prompt, NEURENDER_PT_controls, NEURENDER_PT_consistency)
+ADVANCED_DRAWN = {"width", "height", "device", "dtype", "batch_size", "depth_smoothing", "deflicker_space",
+                  "deflicker_compensate", "deflicker_sharpen"}
+"""Drawn by the Advanced panel itself; any other field property not drawn by another panel is listed below them."""
+
+DRAWN_ELSEWHERE = {"prompt", "negative_prompt", "model", "prediction_type", "embeddings", "seed", "steps", "guidance_scale", "scheduler", "loras",
+                   "reference_image", "controlnets", "consistency", "fixed_noise", "window_size", "window_stride",
+                   "keyframe_block", "img2img_strength", "inversion_steps", "pnp_features", "pnp_attention",
+                   "deflicker_steps", "post_deflicker", "deflicker_method", "deflicker_window", "overwrite", "frames"}
+
+
+def undrawn_fields(shot) -> list[str]:
+    """RenderSettings fields with a shot property that no panel draws by name (new fields: drawn in Advanced)."""
+    return [f.name for f in dataclasses.fields(contract.RenderSettings)
+            if f.name not in DRAWN_ELSEWHERE | ADVANCED_DRAWN and f.name in shot.bl_rna.properties]
+
+
+class NEURENDER_PT_advanced(_Base, bpy.types.Panel):
+    bl_label = "Advanced"
+    bl_parent_id = "NEURENDER_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        shot = context.scene.neurender
+        col = self.layout.column()
+        col.prop(shot, "device")
+        col.prop(shot, "dtype")
+        col.prop(shot, "batch_size")
+        row = col.row(align=True)
+        row.prop(shot, "width")
+        row.prop(shot, "height")
+        col.prop(shot, "depth_smoothing")
+        col.separator()
+        col.label(text="Deflicker")
+        col.prop(shot, "deflicker_space")
+        row = col.row(align=True)
+        row.prop(shot, "deflicker_compensate")
+        row.prop(shot, "deflicker_sharpen")
+        if shot.deflicker_preset != "CUSTOM":
+            col.prop(shot, "deflicker_steps", text="Custom steps")
+        extra = undrawn_fields(shot)
+        if extra:
+            col.separator()
+            for name in extra:
+                col.prop(shot, name)
+
+
+classes = (NEURENDER_PT_main, NEURENDER_PT_prompt, NEURENDER_PT_controls, NEURENDER_PT_consistency,
+           NEURENDER_PT_deflicker, NEURENDER_PT_output, NEURENDER_PT_advanced)

@@ -19,7 +19,9 @@ def get(context=None):
 class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = __package__
 
-    backend_url: StringProperty(name="Backend URL", default="http://127.0.0.1:8765")
+    backend_url: StringProperty(name="Backend URL", default="http://127.0.0.1:8765",
+                                description="Address of a running neurender backend, e.g. http://127.0.0.1:8765 "
+                                            "(or http://render-box:8765 on another computer)")
     shared_disk: EnumProperty(
         name="Backend shares this computer's disk",
         items=[
@@ -30,6 +32,8 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
              "into the scene's output folder"),
         ],
         default=remote.SHARED_AUTO,
+        description="Whether the backend reads the pass folder and writes the frames on this computer's disk, or "
+                    "gets them by upload and download",
     )
     token: StringProperty(name="Token", subtype="PASSWORD", description="Sent as 'Authorization: Bearer' if set")
     start_local: BoolProperty(
@@ -49,9 +53,18 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
     sd_model: StringProperty(name="Stable Diffusion checkpoint", subtype="FILE_PATH",
                              description="SD 1.5 checkpoint (.safetensors) or diffusers folder, as the backend's "
                                          "computer sees it")
-    controlnet_depth: StringProperty(name="ControlNet depth", subtype="FILE_PATH")
-    controlnet_normal: StringProperty(name="ControlNet normal", subtype="FILE_PATH")
-    controlnet_edges: StringProperty(name="ControlNet edges", subtype="FILE_PATH")
+    controlnet_depth: StringProperty(name="ControlNet depth", subtype="FILE_PATH",
+                                     description="ControlNet for the depth control image (from the Z pass): a "
+                                                 ".safetensors file or diffusers folder for SD 1.5; new depth units "
+                                                 "use it")
+    controlnet_normal: StringProperty(name="ControlNet normal", subtype="FILE_PATH",
+                                      description="ControlNet for the normal control image (from the Normal pass): "
+                                                  "a .safetensors file or diffusers folder for SD 1.5; new normal "
+                                                  "units use it")
+    controlnet_edges: StringProperty(name="ControlNet edges", subtype="FILE_PATH",
+                                     description="ControlNet for the edges control image (lineart/canny-style): a "
+                                                 ".safetensors file or diffusers folder for SD 1.5; new edges units "
+                                                 "use it")
     embeddings_dir: StringProperty(
         name="Embeddings", subtype="DIR_PATH",
         description="Folder of textual-inversion embeddings (.pt/.safetensors, e.g. EasyNegative): each is used in a "

@@ -13,7 +13,7 @@ from typing import Optional
 
 import bpy
 
-from . import backend_process, client, pass_export, preferences, properties, remote, vse, worker
+from . import backend_process, client, live, messages, pass_export, preferences, properties, remote, vse, worker
 from . import neurender_contract as contract
 
 log = logging.getLogger(__name__)
@@ -135,9 +135,7 @@ def connect(on_done=None) -> None:
 
     def work():
         if local is not None and not local.wait_ready(120.0):
-            raise client.BackendError(
-                f"The local backend stopped while starting; see {local.log_path}: {local.log_tail(3)}",
-                client.UNREACHABLE)
+            raise client.error(messages.LOCAL_BACKEND, f"it stopped while starting: {local.log_tail(3)}")
         return client.Client(local.url if local else url, token).check_version(force=force)
 
     set_message("Connecting to the neurender backend...")
@@ -159,14 +157,42 @@ def _connected(info, err, on_done) -> None:
             st.connected = True
             st.backend_info = text
         set_message(f"Connected: {text}")
+        _check_model_paths(prefs_or_none())
     if on_done is not None:
         on_done(info, err)
 
 
+def prefs_or_none():
+    try:
+        return preferences.get()
+    except (KeyError, AttributeError):
+        return None
+
+
+def _check_model_paths(prefs) -> None:
+    """Connect also checks the model paths of the preferences, where the backend shares this computer's disk."""
+    if prefs is None:
+        return
+    from . import advice
+
+    problems = advice.model_path_problems(prefs)
+    if problems:
+        set_message("", "Connected, but " + "; ".join(problems))
+
+
 def _artist_message(err: BaseException) -> str:
-    if isinstance(err, (client.BackendError, contract.ContractError)):
-        return str(err)
-    return f"Unexpected error: {err.__class__.__name__}: {err}"
+    """The one sentence shown for ``err``; its full text goes to ``status.error_detail`` (Copy Message)."""
+    st = _status()
+    if isinstance(err, client.BackendError):
+        text, detail = str(err), err.detail
+    elif isinstance(err, contract.ContractError):
+        text = detail = f"A setting in the Neural Render panel is not valid: {err}"
+    else:
+        text = f"Unexpected error in the add-on: {err.__class__.__name__}: {err}"
+        detail = text
+    if st is not None:
+        st.error_detail = detail
+    return text
 
 
 # -- jobs --------------------------------------------------------------------------------------------------------
@@ -187,6 +213,7 @@ def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = N
     st = state()
     discard()
     st.scene_name = scene.name
+    live.reset()
     status = _status()
     if status is not None:
         status.job_id, status.job_state, status.error, status.out_dir = "", "submitting", "", out_dir
@@ -287,13 +314,15 @@ def _job_update(job, err) -> None:
         status.frames_total = int(p.get("frames_total", 0))
         status.step = int(p.get("step", 0))
         status.steps_total = int(p.get("steps_total", 0))
-        total = max(1, status.frames_total) * max(1, status.steps_total)
-        status.progress = min(1.0, (status.frames_done * max(1, status.steps_total) + status.step) / total)
         if job.get("out_dir"):
             status.out_dir = job["out_dir"]
+    # monotonic progress, live preview, frames shown as written (live.py)
+    live.on_snapshot(status, job, bpy.data.scenes.get(st.scene_name), st.worker, _client_or_raise)
     if state_ == contract.JOB_DONE:
         _finish(job)
     elif state_ == contract.JOB_FAILED:
+        if status is not None:
+            status.error_detail = str(job.get("error") or "")
         set_message("", client.job_failure_message(job))
     elif state_ == contract.JOB_CANCELLED:
         kept = job.get("frames_downloaded", job.get("frames_done")) or []
@@ -310,15 +339,15 @@ def passes_cancelled() -> None:
     set_message("Render cancelled; nothing was sent to the neural renderer")
 
 
+def _client_or_raise() -> client.Client:
+    return make_client()
+
+
 def progress_text(job: dict) -> str:
-    p = job.get("progress") or {}
-    text = (f"Neural render {job.get('state')}: frame {p.get('frames_done', 0)}/{p.get('frames_total', 0)}, "
-            f"step {p.get('step', 0)}/{p.get('steps_total', 0)}")
-    if p.get("phase"):
-        text += f" ({p['phase']})"
-    if "frames_downloaded" in job:
-        text += f", {len(job['frames_downloaded'])} downloaded"
-    return text
+    """'Neural render: Denoising, step 3/20, 0/8 frames decoded (16%), about 2 min left' (live.py's tracker)."""
+    status = _status()
+    text = status.progress_text if status is not None and status.progress_text else job.get("state", "")
+    return f"Neural render: {text}"
 
 
 def _finish(job: dict) -> None:
@@ -346,7 +375,8 @@ def _finish(job: dict) -> None:
         except (contract.ContractError, RuntimeError) as exc:
             set_message("", f"The movie could not be written: {exc}")
             return
-    set_message(f"Done: {len(strip.elements)} frames on VSE channel {strip.channel} ({out_dir}){movie}")
+    set_message(f"Done: {len(strip.elements)} frames on VSE channel {strip.channel} ({out_dir}){movie}"
+                + live.result_note(job))
 
 
 def cancel_job() -> bool:
@@ -367,6 +397,53 @@ def cancel_job() -> bool:
     set_message("Cancelling...")
     state().worker.submit(work, lambda job, err: _job_update(job, err) if err is not None else None)
     return True
+
+
+def free_vram() -> None:
+    """Ask the backend to unload its models (Free VRAM); the answer arrives as a status message."""
+    try:
+        c = make_client()
+    except client.BackendError as exc:
+        set_message("", _artist_message(exc))
+        return
+
+    def done(_result, err) -> None:
+        if err is not None:
+            set_message("", _artist_message(err))
+        else:
+            set_message("The backend unloaded its models; the next render loads them again")
+
+    set_message("Asking the backend to free its GPU memory...")
+    state().worker.submit(c.free_models, done)
+
+
+CONTROL_IMAGE = "Neural Render {kind}"
+
+
+def load_control_images(scene, frame: int) -> list:
+    """Load the control images the backend derived for ``frame`` of the latest render into ``bpy.data.images``
+    (``Neural Render depth`` ...; reloaded in place); RuntimeError with the reason when there are none."""
+    status = _status()
+    out_dir = (status.out_dir if status is not None and status.out_dir else "") or pass_export.frames_dir(scene)
+    folder = os.path.join(out_dir, *contract.CONTROLS_DIR.split("/"))
+    images = []
+    for kind in contract.CONTROL_KINDS:
+        path = os.path.join(folder, contract.CONTROL_FILE_PATTERN.format(kind=kind, frame=frame))
+        if not os.path.isfile(path):
+            continue
+        name = CONTROL_IMAGE.format(kind=kind)
+        image = bpy.data.images.get(name)
+        if image is None:
+            image = bpy.data.images.load(path, check_existing=False)
+            image.name = name
+        else:
+            image.filepath = path
+            image.reload()
+        images.append(image)
+    if not images:
+        raise RuntimeError(f"No control images for frame {frame} in {folder}: the backend writes them during a "
+                           "neural render that uses ControlNets, when it shares this computer's disk")
+    return images
 
 
 # -- main-thread queue and pump ---------------------------------------------------------------------------------

@@ -81,7 +81,9 @@ def place_result(scene, folder: str, frames: list[int] | None = None):
             if s.frame_final_start <= frames[-1] and s.frame_final_end > frames[0]}
     channel = keep if keep is not None and keep not in busy else free_channel(scene, frames[0], frames[-1])
     first = os.path.join(folder, contract.FRAME_FILE_PATTERN.format(frame=frames[0]))
-    strip = compat.strips(se).new_image(name=STRIP_NAME, filepath=first, channel=channel, frame_start=frames[0])
+    # FILL: frames a few pixels smaller than the render (multiples of 8, Fit within) still cover the whole canvas
+    strip = compat.strips(se).new_image(name=STRIP_NAME, filepath=first, channel=channel, frame_start=frames[0],
+                                        fit_method="FILL")
     expected = list(range(frames[0], frames[-1] + 1))
     if frames != expected:
         log.warning("neural frames %s are not contiguous; missing frames hold the previous image", frames)

@@ -29,6 +29,10 @@ PASS_SCHEMA_VERSION = 1
 
 MANIFEST_NAME = "manifest.json"
 FRAME_FILE_PATTERN = "frame_{frame:04d}.png"
+CONTROLS_DIR = ".neurender/controls"
+"""``neurender serve`` writes the control images it derived from the passes here, inside a job's output folder,
+one ``CONTROL_FILE_PATTERN`` per kind and frame (the CLI does the same with ``--save-controls DIR``)."""
+CONTROL_FILE_PATTERN = "{kind}_{frame:04d}.png"
 """Names of output frames; ``frame`` is the Blender frame number."""
 
 PASS_FILE_PATTERN = "passes_{frame:04d}.exr"

@@ -3,7 +3,7 @@ setting is never changed."""
 
 import bpy
 
-from .. import handlers, pass_export, preferences, properties, session
+from .. import advice, handlers, pass_export, preferences, properties, session
 from .. import neurender_contract as contract
 from .watch import start_watch
 
@@ -20,6 +20,7 @@ class NEURENDER_OT_render_animation(bpy.types.Operator):
         except contract.ContractError as exc:
             self.report({"ERROR"}, f"Bad settings: {exc}")
             return {"CANCELLED"}
+        advice.report(self, scene, preferences.get(context))  # random weights, no ControlNet...: said, not refused
         try:
             with handlers.suspended():
                 pass_export.export_passes(scene, scene.frame_start, scene.frame_end)

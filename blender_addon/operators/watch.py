@@ -17,6 +17,7 @@ def start_watch(op, context):
 class NEURENDER_OT_watch(bpy.types.Operator):
     bl_idname = "neurender.watch"
     bl_label = "Watch Neural Render"
+    bl_description = "Follow the running neural render in the panel and the status bar; Esc cancels it"
     bl_options = {"INTERNAL"}
 
     _timer = None

@@ -90,3 +90,43 @@ def test_preview_route_serves_the_latest_preview(tmp_path, monkeypatch):
         assert len(seen) >= 3 and len(set(seen.values())) >= 3, sorted(seen)  # it changes while the job runs
         final = client.get(f"/jobs/{job['id']}").json()
         assert final["progress"]["preview_step"] == 20
+
+
+def test_served_jobs_write_the_control_images_the_addon_shows(tmp_path, monkeypatch):
+    """``neurender serve`` asks the runner for the control images (the CLI's --save-controls) inside the job's
+    output folder, at CONTROLS_DIR with CONTROL_FILE_PATTERN: the add-on's "Show Control Images" reads them there."""
+    from neurender.contract import CONTROL_FILE_PATTERN, CONTROLS_DIR
+
+    monkeypatch.setenv(STEP_SECONDS_ENV, "0.0")
+    passes = write_fake_pass_folder(tmp_path / "shot", frames=2)
+    specs = []
+
+    def runner(spec, **kw):
+        specs.append(spec)
+        return run_fake_render(spec, **kw)
+
+    config = ServerConfig(data_dir=tmp_path / "data", roots=[tmp_path], device="cpu", progress_interval=0.0)
+    app = create_app(config, runner=runner)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        job = client.post("/jobs", json={"pass_dir": str(passes), "settings": {"steps": 2}}).json()
+        deadline = time.monotonic() + 20
+        while client.get(f"/jobs/{job['id']}").json()["state"] not in ("done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert specs and specs[0].save_controls is not None
+    assert specs[0].save_controls == specs[0].out_dir / CONTROLS_DIR
+    assert CONTROL_FILE_PATTERN.format(kind="depth", frame=3) == "depth_0003.png"
+
+
+def test_runner_writes_control_images_where_asked(tiny_model_dir, tmp_path):
+    from neurender.contract import CONTROL_FILE_PATTERN, CONTROLS_DIR
+
+    passes = tmp_path / "passes"
+    write_synthetic_pass_folder(passes, frames=2, width=32, height=32)
+    out = tmp_path / "out"
+    settings = RenderSettings(model=str(tiny_model_dir.model), steps=1, device="cpu",
+                              controlnets=[ControlNetUnit(kind="depth", model=str(tiny_model_dir.controlnets["depth"]))])
+    run_render(JobSpec(pass_dir=passes, out_dir=out, settings=settings, save_controls=out / CONTROLS_DIR))
+    for frame in (1, 2):
+        path = out / CONTROLS_DIR / CONTROL_FILE_PATTERN.format(kind="depth", frame=frame)
+        with Image.open(path) as im:
+            assert im.size == (32, 32)

@@ -1,7 +1,10 @@
 """A stand-in for ``neurender serve`` speaking the contract's HTTP API (stdlib only), for the add-on tests.
 
 Jobs "render" by sleeping ``step_delay`` per step and writing a tiny PNG per frame; cancel stops at the next
-step. Settings are checked with the contract; a model path that does not exist is refused like the real server.
+step. Settings are checked with the contract; a model path that does not exist is refused like the real server,
+and every error body carries the contract's ``error_kind``. With ``lockstep=True`` a job runs like the real runner:
+all frames are denoised together (``phase`` loading, denoise with a live preview after every step, decode), the
+frames are written at the end, and ``random_weights`` is reported when no checkpoint is set.
 Runnable as ``python stub_backend.py serve --port P --data-dir D --root R`` (the fake local backend).
 """
 
@@ -34,10 +37,14 @@ def png_bytes(width: int, height: int, value: int) -> bytes:
 
 
 class StubBackend:
-    def __init__(self, protocol: int = contract.PROTOCOL_VERSION, step_delay: float = 0.01, token: str = ""):
+    def __init__(self, protocol: int = contract.PROTOCOL_VERSION, step_delay: float = 0.01, token: str = "",
+                 lockstep: bool = False):
         self.protocol = protocol
         self.step_delay = step_delay
         self.token = token
+        self.lockstep = lockstep
+        self.previews: dict[str, tuple[int, bytes]] = {}
+        self.freed = 0
         self.jobs: dict[str, dict] = {}
         self.cancel: dict[str, threading.Event] = {}
         self.requests: list[tuple[str, str]] = []
@@ -52,6 +59,8 @@ class StubBackend:
             a, b = contract.parse_frame_range(settings.frames)
             frames = [f for f in frames if a <= f <= b]
         os.makedirs(job["out_dir"], exist_ok=True)
+        if self.lockstep:
+            return self._run_lockstep(job_id, manifest, settings, frames)
         with self.lock:
             job["state"] = contract.JOB_RUNNING
             job["progress"].update(frames_total=len(frames), steps_total=settings.steps, phase="denoise")
@@ -76,6 +85,50 @@ class StubBackend:
             job["state"] = contract.JOB_DONE
             job["updated"] = time.time()
 
+    def _run_lockstep(self, job_id: str, manifest, settings, frames) -> None:
+        """Like the runner: load, denoise every frame together (a preview per step), then decode and write."""
+        job = self.jobs[job_id]
+
+        def cancelled() -> bool:
+            if self.cancel[job_id].is_set():
+                with self.lock:
+                    job["state"], job["error_kind"] = contract.JOB_CANCELLED, contract.ErrorKind.CANCELLED.value
+                    job["updated"] = time.time()
+                return True
+            return False
+
+        with self.lock:
+            job["state"] = contract.JOB_RUNNING
+            job["progress"].update(frames_total=len(frames), steps_total=settings.steps, phase="loading",
+                                   device="cpu", dtype="float32", random_weights=not settings.model)
+        time.sleep(self.step_delay)
+        with self.lock:
+            job["progress"].update(phase="denoise")
+        for step in range(1, settings.steps + 1):
+            if cancelled():
+                return
+            time.sleep(self.step_delay)
+            self.previews[job_id] = (step, png_bytes(16, 8, step * 40))
+            with self.lock:
+                job["progress"].update(step=step, preview_step=step)
+        with self.lock:
+            job["progress"].update(phase="decode")
+        for i, frame in enumerate(frames):
+            if cancelled():
+                return
+            time.sleep(self.step_delay)
+            path = os.path.join(job["out_dir"], contract.FRAME_FILE_PATTERN.format(frame=frame))
+            with open(path + ".tmp", "wb") as f:
+                f.write(png_bytes(manifest.width, manifest.height, frame * 20))
+            os.replace(path + ".tmp", path)
+            with self.lock:
+                job["frames_done"].append(frame)
+                job["progress"].update(frames_done=i + 1)
+        with self.lock:
+            job["progress"].update(phase="done")
+            job["state"] = contract.JOB_DONE
+            job["updated"] = time.time()
+
     def create_job(self, body: dict) -> tuple[int, dict]:
         try:
             settings = contract.RenderSettings.from_dict(body.get("settings", {}))
@@ -83,17 +136,18 @@ class StubBackend:
             with open(os.path.join(pass_dir, contract.MANIFEST_NAME), encoding="utf-8") as f:
                 manifest = contract.PassManifest.from_dict(json.load(f))
         except contract.ContractError as exc:
-            return 400, {"detail": str(exc)}
+            return 400, {"detail": str(exc), "error_kind": exc.kind.value}
         except (KeyError, OSError) as exc:
-            return 400, {"detail": f"pass folder not readable: {exc}"}
+            return 400, {"detail": f"pass folder not readable: {exc}", "error_kind": "bad_pass_folder"}
         if settings.model and not os.path.exists(settings.model):
-            return 400, {"detail": f"model {settings.model} not found"}
+            return 400, {"detail": f"model {settings.model} not found", "error_kind": "model_missing"}
         for unit in settings.controlnets:
             if not os.path.exists(unit.model):
-                return 400, {"detail": f"controlnet model {unit.model} not found"}
+                return 400, {"detail": f"controlnet model {unit.model} not found", "error_kind": "model_missing"}
         job_id = uuid.uuid4().hex[:12]
         now = time.time()
-        job = {"id": job_id, "state": contract.JOB_QUEUED, "progress": contract.Progress().to_dict(), "error": None,
+        progress = dict(contract.Progress().to_dict(), phase="queued")
+        job = {"id": job_id, "state": contract.JOB_QUEUED, "progress": progress, "error": None, "error_kind": None,
                "created": now, "updated": now, "frames_done": [], "frame_start": manifest.frame_start,
                "frame_end": manifest.frame_end, "out_dir": body.get("out_dir") or os.path.join(pass_dir, "out"),
                "settings": settings.to_dict()}
@@ -120,7 +174,7 @@ class StubBackend:
 
             def _auth(self):
                 if stub.token and self.headers.get(contract.TOKEN_HEADER) != f"Bearer {stub.token}":
-                    self._send(401, {"detail": "missing or wrong token"})
+                    self._send(401, {"detail": "missing or wrong token", "error_kind": "token"})
                     return False
                 return True
 
@@ -139,7 +193,16 @@ class StubBackend:
                 if len(parts) == 2 and parts[0] == "jobs" and parts[1] in stub.jobs:
                     with stub.lock:
                         return self._send(200, json.loads(json.dumps(stub.jobs[parts[1]])))
-                return self._send(404, {"detail": f"job {self.path} not found"})
+                if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "preview" and parts[1] in stub.previews:
+                    step, data = stub.previews[parts[1]]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.send_header(contract.PREVIEW_HEADER, str(step))
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return None
+                return self._send(404, {"detail": f"job {self.path} not found", "error_kind": "not_found"})
 
             def do_POST(self):
                 stub.requests.append(("POST", self.path))
@@ -149,8 +212,9 @@ class StubBackend:
                 if self.path == contract.ROUTE_JOBS:
                     return self._send(*stub.create_job(body))
                 if self.path == contract.ROUTE_FREE:
+                    stub.freed += 1
                     return self._send(200, {"freed": True})
-                return self._send(404, {"detail": "no such route"})
+                return self._send(404, {"detail": "no such route", "error_kind": "not_found"})
 
             def do_DELETE(self):
                 stub.requests.append(("DELETE", self.path))
@@ -164,7 +228,7 @@ class StubBackend:
                         if job["state"] == contract.JOB_QUEUED:
                             job["state"] = contract.JOB_CANCELLED
                         return self._send(200, json.loads(json.dumps(job)))
-                return self._send(404, {"detail": f"job {self.path} not found"})
+                return self._send(404, {"detail": f"job {self.path} not found", "error_kind": "not_found"})
 
         return Handler
 
@@ -189,7 +253,8 @@ def main() -> int:
     ap.add_argument("--root")
     ap.add_argument("--model-root", action="append", default=[])
     args = ap.parse_args()
-    stub = StubBackend(step_delay=float(os.environ.get("STUB_STEP_DELAY", "0.01")))
+    stub = StubBackend(step_delay=float(os.environ.get("STUB_STEP_DELAY", "0.01")),
+                       lockstep=bool(os.environ.get("STUB_LOCKSTEP")))
     stub.start(args.port)
     try:
         while True:

@@ -29,7 +29,8 @@ def test_unreachable_is_one_clear_sentence():
     with pytest.raises(client.BackendError) as err:
         client.Client(f"http://127.0.0.1:{port}", timeout=2).version()
     assert err.value.kind == client.UNREACHABLE
-    assert f"127.0.0.1:{port} cannot be reached" in str(err.value)
+    assert f"at http://127.0.0.1:{port} cannot be reached" in str(err.value)
+    assert "Connection refused" in err.value.detail  # the full reason stays for Copy Message and the log
 
 
 def test_version_mismatch_refused_unless_forced():
@@ -52,10 +53,13 @@ def test_bad_settings_and_missing_model_are_classified(stub, tmp_path):
     (tmp_path / "manifest.json").write_text("{}")
     with pytest.raises(client.BackendError) as err:
         c.submit(str(tmp_path), {"model": str(tmp_path / "missing.safetensors")}, "")
-    # the stub reads the manifest first; an invalid one is a settings/input problem, named by the server
-    assert err.value.kind == client.BAD_SETTINGS and "schema version" in str(err.value)
-    assert client.job_failure_message({"error": "model /x/sd.safetensors not found"}).startswith(
-        "A model could not be loaded")
+    # the stub reads the manifest first; an invalid one is a pass-folder problem, named by the server's error_kind
+    assert err.value.kind == "bad_pass_folder" and "schema version" in str(err.value)
+    # a failed job is worded by its error_kind, never by sniffing words in its message
+    assert client.job_failure_message({"error": "model /x/sd.safetensors not found",
+                                       "error_kind": "model_missing"}).startswith("A model file set in the panel")
+    assert not client.job_failure_message({"error": "model /x/sd.safetensors not found",
+                                           "error_kind": "internal"}).startswith("A model file")
 
 
 def test_worker_runs_callbacks_on_the_draining_thread():
@@ -123,7 +127,8 @@ def test_a_server_that_does_not_speak_http_and_unknown_routes(stub):
     with pytest.raises(client.BackendError) as err:
         client.Client(stub.url)._request("POST", "/no/such/route", {})
     assert err.value.kind == client.NOT_FOUND and err.value.status == 404
-    assert str(err.value) == "Not found on the backend: no such route"
+    assert str(err.value) == "The backend does not know this job or frame (it may have been removed)."
+    assert err.value.detail == "no such route"
 
 
 def test_local_backend_restart_closes_the_old_log_and_reads_only_the_tail(tmp_path):

@@ -54,6 +54,6 @@ def test_hook_renders_submits_waits_and_places_strip(run_scenario, stub):
     with open(movie, "rb") as fh:
         assert fh.read(12)[4:8] == b"ftyp"  # an MP4 container
     assert r["scenes"] == ["Scene"]
-    assert any(m.endswith("neurender.mp4") for m in r["messages"])
+    assert any("neurender.mp4" in m for m in r["messages"])  # (then the random-weights note of the demo model)
     # the outcome reached the artist (progress is checked in test_errors_cancel with slower jobs)
     assert any(m.startswith("Done: 4 frames on VSE channel 2") for m in r["messages"]), r["messages"]

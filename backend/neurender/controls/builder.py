@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from neurender.contract import CONTROL_KINDS
+from neurender.contract import CONTROL_FILE_PATTERN, CONTROL_KINDS  # the file name shared with the add-on
 from neurender.controls.depth import depth_to_control
 from neurender.controls.edges import geometric_edges
 from neurender.controls.normal import NORMAL_CONVENTIONS, normals_to_control
@@ -27,7 +27,6 @@ from neurender.passes.folder import PassFolder
 
 log = logging.getLogger(__name__)
 
-CONTROL_FILE_PATTERN = "{kind}_{frame:04d}.png"
 
 
 def resize_control(image: np.ndarray, width: int, height: int) -> np.ndarray:

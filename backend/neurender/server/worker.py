@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from neurender.contract import (
+    CONTROLS_DIR,
     FRAME_FILE_PATTERN,
     JOB_CANCELLED,
     JOB_DONE,
@@ -181,7 +182,9 @@ class Worker:
         log.info("job %s: started (%s -> %s)", record.id, record.pass_dir, record.out_dir)
         try:
             settings = RenderSettings.from_dict(record.settings)
-            spec = JobSpec(pass_dir=Path(record.pass_dir), out_dir=out_dir, settings=settings)
+            # the control images go along (small PNGs), so the add-on can show what the ControlNets saw
+            spec = JobSpec(pass_dir=Path(record.pass_dir), out_dir=out_dir, settings=settings,
+                           save_controls=out_dir / CONTROLS_DIR)
             self.runner(spec, progress=on_progress, cancel=token, pipelines=self.pipelines)
         except JobCancelled:
             if self._stop.is_set() and not self.store.get(record.id).cancel_requested:  # type: ignore[union-attr]

@@ -53,9 +53,11 @@ class Layout:
 
 scene = bpy.context.scene
 scene.neurender.controlnets.add().kind = "normal"
+scene.neurender.loras.add().path = "/models/lora.safetensors"
 status = bpy.context.window_manager.neurender
 status.job_id, status.job_state, status.step, status.steps_total = "abc", "running", 3, 20
-status.error = "The backend refused the render settings: steps must be within 1..150"
+status.error = ("The backend refused a setting in the Neural Render panel: steps must be within 1..150, and the "
+                "deflicker steps 4, 9 and 14 must be below the number of steps; lower them or raise Steps")
 
 
 class Ctx:
