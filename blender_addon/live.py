@@ -21,6 +21,7 @@ from . import vse
 log = logging.getLogger(__name__)
 
 PREVIEW_IMAGE = "Neural Render Preview"
+RANDOM_WEIGHTS_STRIP = "neurender RANDOM WEIGHTS (noise)"
 RANDOM_WEIGHTS_NOTE = "RANDOM WEIGHTS: the output is noise, not an image (set a checkpoint in the preferences)"
 
 

@@ -368,6 +368,8 @@ def _finish(job: dict) -> None:
     except (contract.ContractError, RuntimeError) as exc:
         set_message("", f"The neural frames could not be loaded into the sequencer: {exc}")
         return
+    if live.random_weights(job):  # the strip says so too: whatever it shows is noise
+        strip.name = live.RANDOM_WEIGHTS_STRIP
     movie = ""
     if scene.neurender.make_movie:
         try:

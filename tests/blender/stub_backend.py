@@ -116,7 +116,7 @@ class StubBackend:
         for i, frame in enumerate(frames):
             if cancelled():
                 return
-            time.sleep(self.step_delay)
+            time.sleep(2 * self.step_delay)  # decoding a frame: long enough for a poll to see a partial strip
             path = os.path.join(job["out_dir"], contract.FRAME_FILE_PATTERN.format(frame=frame))
             with open(path + ".tmp", "wb") as f:
                 f.write(png_bytes(manifest.width, manifest.height, frame * 20))

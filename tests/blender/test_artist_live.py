@@ -25,6 +25,8 @@ def test_what_the_artist_sees_while_rendering(run_scenario, tmp_path):
     previews = [s["preview"] for s in snaps if s["preview"]]
     assert len(set(previews)) >= 2, snaps
     assert r["preview_image"] == [16, 8]
+    # frames appear in the strip as they are written, before the job is done
+    assert any(s["state"] == "running" and 0 < s["strip_frames"] < 3 for s in snaps), snaps
     assert any(s["eta"] for s in snaps), snaps  # a time estimate after the first steps
     assert any("step" in s["text"] and "/6" in s["text"] for s in snaps)
     assert any(t.startswith("Neural render: Denoising") for t in r["status_bar"]), r["status_bar"]
@@ -32,10 +34,11 @@ def test_what_the_artist_sees_while_rendering(run_scenario, tmp_path):
     # random weights: said in the result message and in red in the panel
     assert "RANDOM WEIGHTS" in r["final_message"] and "Done" in r["final_message"]
     assert any("RANDOM WEIGHTS" in t for t in r["done_red"]), r["done_red"]
+    assert r["strip_names"] == ["neurender RANDOM WEIGHTS (noise)"]  # the strip in the sequencer says so too
 
     # a real checkpoint: no random-weights note; the LoRAs and the reference image reach the backend's settings
     assert r["real"] == ["FINISHED"] and "RANDOM" not in r["real_message"] and r["real_random"] is False
-    assert not any("RANDOM" in t for t in r["real_red"])
+    assert not any("RANDOM" in t for t in r["real_red"]) and "neurender" in r["real_strip_names"]
     settings = [j["settings"] for j in stub.jobs.values() if j["settings"]["model"]][0]
     assert settings["loras"] == [{"path": str(models / "a.safetensors"), "weight": 0.8}]
     assert settings["reference_image"].endswith("ref.png") and os.path.isabs(settings["reference_image"])

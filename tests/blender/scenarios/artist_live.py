@@ -41,7 +41,8 @@ def recording_snapshot(st, job, *a, **k):
         job.get("out_dir") or "") else []
     snapshots.append({"state": job.get("state"), "progress": st.progress, "text": st.progress_text, "eta": st.eta,
                       "frames_on_disk": len(written), "preview": digest, "preview_step": st.preview_step,
-                      "random": st.random_weights, "device": st.job_device})
+                      "random": st.random_weights, "device": st.job_device,
+                      "strip_frames": sum(len(s.elements) for s in mod.vse.our_strips(scene))})
     return text
 
 
@@ -57,6 +58,7 @@ out["preview_image"] = list(bpy.data.images[mod.live.PREVIEW_IMAGE].size) if mod
     else None
 record = panel_record.draw_all(mod, bpy)
 out["done_red"] = panel_record.texts(record, alert=True)
+out["strip_names"] = [s.name for s in mod.vse.our_strips(scene)]
 
 # -- settings reach the backend: checkpoint, LoRAs (the disabled one left out), reference image --------------------
 models = config["models"]
@@ -79,6 +81,7 @@ shot.steps = 2
 out["real"] = sorted(bpy.ops.neurender.render_frame())
 out["real_message"] = status.message
 out["real_random"] = status.random_weights
+out["real_strip_names"] = [s.name for s in mod.vse.our_strips(scene)]
 record = panel_record.draw_all(mod, bpy)
 out["real_red"] = panel_record.texts(record, alert=True)
 
