@@ -163,14 +163,18 @@ def run_render(
         anchor_set = load_anchors(spec.anchors, settings)
     # a bad reference image is bad input too: refused before any model is loaded
     reference = _open_reference(settings.reference_image) if settings.reference_image else None
+    if settings.img2img_strength > 0 and not folder.has_pass("combined"):
+        raise InputError("restyling (img2img strength > 0) needs the Combined (beauty) pass, and this pass folder "
+                         "has none")
+    # the pixel pre-pass (every frame read once; corrupt depth or data, a shot without geometry) and the control
+    # checks, before any model loads and before anything is written to the output folder
+    builder = ControlBuilder(folder, sorted(set(_planned_kinds(settings))), width, height,
+                             depth_smoothing=settings.depth_smoothing)
     out_dir = Path(spec.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out_dir)
     done = [] if settings.overwrite else finished_frames(out_dir, frames)
     _claim_output(out_dir, look_fingerprint(settings, folder.manifest.to_json(), (width, height)), done)
-    if settings.img2img_strength > 0 and not folder.has_pass("combined"):
-        raise InputError("restyling (img2img strength > 0) needs the Combined (beauty) pass, and this pass folder "
-                         "has none")
     todo = [f for f in frames if f not in done]
     reporter = _Reporter(progress, len(frames), settings.steps)
     reporter.progress.frames_done = len(done)  # frames kept from an earlier run count from the start: never backwards
@@ -193,7 +197,8 @@ def run_render(
     cancel.raise_if_cancelled()
 
     reporter.update(phase="controls", message="deriving control images from the passes")
-    builder = ControlBuilder(folder, sorted(set(kinds)), width, height, depth_smoothing=settings.depth_smoothing)
+    if builder.kinds != sorted(set(kinds)):  # the loaded units differ from the plan (cheap: the pre-pass is kept)
+        builder = ControlBuilder(folder, sorted(set(kinds)), width, height, depth_smoothing=settings.depth_smoothing)
     controls = {}
     for f in frames:
         cancel.raise_if_cancelled()
@@ -300,6 +305,13 @@ def sampler_options(settings: RenderSettings, control_units: int, **overrides):
     )
     options.update(overrides)
     return SamplerOptions(**options)
+
+
+def _planned_kinds(settings: RenderSettings) -> list[str]:
+    """The control kinds ``_load`` will return, known before loading (no model: the demo's depth and edges)."""
+    if settings.controlnets or settings.model:
+        return [u.kind for u in settings.controlnets]
+    return ["depth", "edges"]
 
 
 def _load(settings: RenderSettings, cache, device: str = "", dtype: str = ""):

@@ -215,8 +215,9 @@ def test_per_frame_depth_ranges(leaving):
 
 
 def test_per_frame_depth_ranges_read_each_frame_once(leaving, monkeypatch):
-    _, pf = leaving
-    expected = per_frame_depth_ranges(pf, 5)
+    _, opened = leaving
+    expected = per_frame_depth_ranges(opened, 5)
+    pf = type(opened).open(opened.path)  # a fresh folder: the pre-pass of the first one is kept on it
     monkeypatch.setattr(pf.manifest, "depth_range", None)  # the shot range then comes from a pre-pass too
     reads = []
     real_read = pf.read
@@ -224,6 +225,9 @@ def test_per_frame_depth_ranges_read_each_frame_once(leaving, monkeypatch):
     got = per_frame_depth_ranges(pf, 5)
     assert sorted(reads) == sorted(pf.frames)  # one pre-pass serves both the shot range and the series
     assert got.keys() == expected.keys() and all(np.isfinite(got[f]).all() for f in got)
+    per_frame_depth_ranges(pf, 0)
+    ControlBuilder(pf, ["depth", "edges"], 32, 24)
+    assert sorted(reads) == sorted(pf.frames)  # the validation pre-pass and the shot range share that one read
 
 
 # ------------------------------------------------------------------------------------------------------------------

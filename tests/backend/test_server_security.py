@@ -50,7 +50,8 @@ def pass_zip(tmp_path: Path, prefix: str = "shot/", extra: Optional[dict[str, by
              symlinks: Optional[dict[str, str]] = None) -> bytes:
     extra = extra or {}
     folder = write_fake_pass_folder(tmp_path / "zipsrc", frames=2)
-    entries = {prefix + "manifest.json": (folder / "manifest.json").read_bytes(), **extra}
+    entries = {prefix + p.name: p.read_bytes() for p in sorted(folder.iterdir())}  # manifest + frame EXRs
+    entries.update(extra)
     return zip_bytes(entries, symlinks)
 
 

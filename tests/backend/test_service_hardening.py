@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -305,3 +306,132 @@ def test_a_recovered_job_does_not_show_the_dead_process_progress(tmp_path):
         assert record.progress["phase"] == "recovered" and "frame 2 step 7" not in record.progress["message"]
     finally:
         store.close()
+
+
+# ---- item 3: pixel-level pass errors are found before any model loads, and nothing is written -----------------
+
+
+class NoModels:
+    """A pipeline cache that must never be asked for a model."""
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a model was loaded before the pass folder was fully checked")
+
+    def describe(self) -> dict[str, Any]:
+        return {}
+
+    def free(self) -> None:
+        pass
+
+
+def _broken_pass_folder(path: Path, case: str) -> Path:
+    from neurender.contract import PASS_FILE_PATTERN
+    from neurender.passes.exr import write_multilayer_exr
+
+    from support.synthetic_passes import SyntheticScene
+
+    scene = SyntheticScene(frames=3, width=32, height=24)
+    scene.write(path, with_depth_range=False)
+    bad = path / PASS_FILE_PATTERN.format(frame=2)
+    if case == "truncated":
+        data = bad.read_bytes()
+        bad.write_bytes(data[: len(data) * 2 // 3])
+        return path
+    frames = [2] if case != "all-background" else scene.frame_numbers
+    for f in frames:
+        channels = scene.channels(f)
+        depth = channels["ViewLayer.Depth.Z"].copy()
+        if case == "all-background":
+            depth[:] = 1e10
+        else:
+            depth[5, 7] = {"nan": float("nan"), "-inf": -float("inf"), "zero": 0.0, "negative": -2.0}[case]
+        channels["ViewLayer.Depth.Z"] = depth
+        write_multilayer_exr(path / PASS_FILE_PATTERN.format(frame=f), channels)
+    return path
+
+
+PIXEL_CASES = {"nan": "NaN", "-inf": "NaN, -inf", "zero": "zero", "negative": "negative", "truncated": "truncated",
+               "all-background": "no geometry"}
+
+
+@pytest.mark.parametrize("case", sorted(PIXEL_CASES))
+def test_pixel_level_pass_errors_are_found_before_any_model_loads(tmp_path, case):
+    from neurender.contract import RenderSettings
+    from neurender.errors import PassFolderError
+    from neurender.runner import JobSpec, run_render
+
+    folder = _broken_pass_folder(tmp_path / "shot", case)
+    out = tmp_path / "out"
+    with pytest.raises(PassFolderError) as err:
+        run_render(JobSpec(pass_dir=folder, out_dir=out, settings=RenderSettings(steps=1)), pipelines=NoModels())
+    assert PIXEL_CASES[case] in str(err.value)
+    assert not out.exists()  # not even OUT/.neurender/render.json
+
+
+def test_the_server_creates_no_output_folder_for_a_job_that_fails_its_pass_check(tmp_path):
+    config = make_config(tmp_path)
+    root = tmp_path / "root"
+    folder = _broken_pass_folder(root / "shot", "nan")
+    out = root / "renders" / "shot"
+    app = create_app(config, pipelines=NoModels())  # the real runner
+    with LiveServer(app) as server, httpx.Client(base_url=server.url) as client:
+        r = post_json(client, "/jobs", {"pass_dir": str(folder), "out_dir": str(out), "settings": {"steps": 1}})
+        assert r.status_code == 201, r.text
+        job = r.json()
+        for _ in range(500):
+            job = client.get(f"/jobs/{job['id']}").json()
+            if job["state"] in ("done", "failed", "cancelled"):
+                break
+            time.sleep(0.02)
+        assert job["state"] == "failed" and job["error_kind"] == "bad_pass_folder", job
+        assert "NaN" in job["error"]
+    assert not out.exists() and not out.parent.exists()
+
+
+def test_the_server_checks_frame_files_at_submit(tmp_path):
+    config = make_config(tmp_path)
+    root = tmp_path / "root"
+    missing = write_fake_pass_folder(root / "missing", frames=3)
+    (missing / "passes_0002.exr").unlink(missing_ok=True)
+    wrong_size = write_fake_pass_folder(root / "wrong-size", frames=2)
+    data = manifest_dict(wrong_size)
+    data["width"] = 32
+    write_manifest(wrong_size, data)
+    with LiveServer(create_app(config, runner=run_fake_render)) as server, httpx.Client(base_url=server.url) as client:
+        for folder, reason in ((missing, "missing"), (wrong_size, "manifest says 32x48")):
+            r = post_json(client, "/jobs", {"pass_dir": str(folder), "out_dir": str(root / "o")})
+            assert r.status_code == 422 and r.json()["error_kind"] == "bad_pass_folder", r.text
+            assert reason in r.json()["detail"]
+        assert listing_works(client) == []
+    assert not (root / "o").exists()
+
+
+def test_a_frame_file_linking_outside_the_roots_is_refused(tmp_path):
+    config = make_config(tmp_path)
+    root = tmp_path / "root"
+    secret = write_fake_pass_folder(tmp_path / "secret", frames=2)
+    folder = write_fake_pass_folder(root / "shot", frames=2)
+    (folder / "passes_0002.exr").unlink(missing_ok=True)
+    (folder / "passes_0002.exr").symlink_to(secret / "passes_0002.exr")
+    inner = write_fake_pass_folder(root / "inner", frames=2)
+    (inner / "passes_0002.exr").unlink(missing_ok=True)
+    (inner / "passes_0002.exr").symlink_to(folder / "passes_0001.exr")  # a link inside the roots is fine
+    with LiveServer(create_app(config, runner=run_fake_render)) as server, httpx.Client(base_url=server.url) as client:
+        r = post_json(client, "/jobs", {"pass_dir": str(folder)})
+        assert r.status_code == 403 and r.json()["error_kind"] == "path_outside_roots", r.text
+        assert "frame 2" in r.json()["detail"]
+        r = post_json(client, "/jobs", {"pass_dir": str(inner), "settings": {"steps": 1}})
+        assert r.status_code == 201, r.text
+
+
+def test_out_dir_may_not_point_into_the_server_data_folder(tmp_path):
+    config = make_config(tmp_path)
+    folder = write_fake_pass_folder(tmp_path / "root" / "shot", frames=1)
+    data = tmp_path / "data"
+    with LiveServer(create_app(config, runner=run_fake_render)) as server, httpx.Client(base_url=server.url) as client:
+        for out in (data, data / "jobs", data / "x" / "y"):
+            r = post_json(client, "/jobs", {"pass_dir": str(folder), "out_dir": str(out)})
+            assert r.status_code == 400 and r.json()["error_kind"] == "path_refused", (out, r.text)
+            assert "data folder" in r.json()["detail"]
+        assert listing_works(client) == []
+    assert not (data / "x").exists()

@@ -75,6 +75,7 @@ class ControlBuilder:
                     f"manifest of {folder.path} has no camera for frames {listed}: the normal control needs each "
                     "frame's camera to turn world normals into camera space"
                 )
+        folder.foreground_ranges()  # the pixel pre-pass: every frame read once, corrupt data refused up front
         self.depth_ranges: dict[int, tuple[float, float]] = (
             per_frame_depth_ranges(folder, depth_smoothing) if "depth" in self.kinds else {}
         )

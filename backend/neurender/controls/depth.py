@@ -30,8 +30,9 @@ def foreground_range(depth: np.ndarray) -> tuple[float, float] | None:
 
 
 def frame_depth_ranges(folder: PassFolder) -> list[tuple[float, float] | None]:
-    """``foreground_range`` of every selected frame, in order (one read of each frame)."""
-    return [foreground_range(folder.read(f).depth) for f in folder.frames]
+    """``foreground_range`` of every selected frame, in order: the folder's pixel pre-pass
+    (``PassFolder.foreground_ranges``, one read of each frame, shared with the validation before any model loads)."""
+    return folder.foreground_ranges()
 
 
 def shot_depth_range(folder: PassFolder, ranges: list[tuple[float, float] | None] | None = None) -> tuple[float, float]:

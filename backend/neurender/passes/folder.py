@@ -2,8 +2,10 @@
 
 ``PassFolder.open`` checks everything that can be checked cheaply before any work starts: the manifest (schema,
 fields), the requested frame range, that every selected frame file exists, and each file's header (resolution and
-required channels). Pixel-level problems (a truncated file, NaN or negative depth) are found when that frame is read,
-and the error names the frame and file.
+required channels). ``PassFolder.foreground_ranges`` is the pixel-level pre-pass: it reads every selected frame once
+(a truncated file, NaN, -inf, zero or negative depth are refused there, naming the frame and file) and keeps each
+frame's depth range, which the depth control's shot range reuses. The runner calls it before any model is loaded
+and before anything is written to the output folder.
 """
 
 from __future__ import annotations
@@ -91,6 +93,7 @@ class PassFolder:
         self.width = manifest.width
         self.height = manifest.height
         self._entries: dict[int, FrameEntry] = {e.frame: e for e in manifest.frames}
+        self._ranges: Optional[list[Optional[tuple[float, float]]]] = None
 
     # ----------------------------------------------------------------------------------------------------------
     @classmethod
@@ -152,6 +155,18 @@ class PassFolder:
                     raise PassFolderError(
                         f"frame {f}: {file.name} lacks the {pass_name} pass (expected channels {want})"
                     )
+
+    def foreground_ranges(self) -> list[Optional[tuple[float, float]]]:
+        """The pixel-level pre-pass: read every selected frame once (validating its data, see ``read``) and return
+        each frame's (min, max) finite depth, or None for a frame that shows only background. Computed once."""
+        if self._ranges is None:
+            ranges: list[Optional[tuple[float, float]]] = []
+            for f in self.frames:
+                depth = self.read(f).depth
+                finite = depth[np.isfinite(depth)]
+                ranges.append((float(finite.min()), float(finite.max())) if finite.size else None)
+            self._ranges = ranges
+        return self._ranges
 
     # ----------------------------------------------------------------------------------------------------------
     def frame_file(self, frame: int) -> Path:

@@ -112,8 +112,11 @@ def run_fake_render(
     return result
 
 
-def write_fake_pass_folder(path: Path, frames: int = 4, width: int = 64, height: int = 48, start: int = 1) -> Path:
-    """A pass folder holding only ``manifest.json`` (enough for the fake runner; the real one needs EXRs)."""
+def write_fake_pass_folder(
+    path: Path, frames: int = 4, width: int = 64, height: int = 48, start: int = 1, exr: bool = True
+) -> Path:
+    """A pass folder: ``manifest.json`` plus, with ``exr``, one small depth-only EXR per frame (a tilted plane at
+    2..6 units), enough for the server's checks at submit and for the real runner's pixel pre-pass."""
     from neurender.contract import FrameEntry
 
     path = Path(path)
@@ -131,5 +134,14 @@ def write_fake_pass_folder(path: Path, frames: int = 4, width: int = 64, height:
         depth_range=(1.0, 10.0),
         generator="neurender fake pass folder",
     )
+    if exr:
+        import numpy as np
+
+        from neurender.passes.exr import write_multilayer_exr
+
+        ramp = np.linspace(2.0, 6.0, width, dtype=np.float32)
+        for entry in manifest.frames:
+            depth = np.repeat(ramp[None, :], height, axis=0) + np.float32(0.01 * (entry.frame - start))
+            write_multilayer_exr(path / entry.file, {"ViewLayer.Depth.Z": depth})
     (path / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
     return path

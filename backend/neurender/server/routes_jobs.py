@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from neurender.contract import JOB_FINAL_STATES, ROUTE_JOB, ROUTE_JOB_UPLOAD, ROUTE_JOBS, ContractError
-from neurender.server.paths import confine
+from neurender.server.paths import PathRefused, confine, inside
 from neurender.server.schemas import ERRORS, JobListModel, JobModel, JobRequest
 from neurender.server.service import Service, service_of
 from neurender.server.store import new_job_id
@@ -27,6 +27,8 @@ def submit_job(body: JobRequest, service: ServiceDep) -> dict[str, Any]:
     job_id = new_job_id()
     if body.out_dir is not None:
         out_dir = confine(body.out_dir, config.roots, "out_dir")
+        if inside(out_dir, [config.data_dir]):  # the job database, the token, other jobs' uploads and frames
+            raise PathRefused(f"out_dir {body.out_dir!r} lies in the server's own data folder; choose another")
     else:
         out_dir = config.jobs_dir / job_id / "frames"
     return service.submit(job_id, pass_dir, out_dir, settings, uploaded=False).to_api()

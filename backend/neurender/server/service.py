@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any, Optional
@@ -21,7 +22,7 @@ from neurender.contract import (
 )
 from neurender.errors import PassFolderError, ServiceRefusal
 from neurender.server.config import ServerConfig
-from neurender.server.paths import PathRefused, confine
+from neurender.server.paths import PathRefused, confine, confine_file
 from neurender.server.store import JobRecord, JobStore
 from neurender.server.worker import Runner, Worker, scan_frames_done
 
@@ -54,6 +55,20 @@ def _job_frames(manifest: PassManifest, settings: RenderSettings, where: str) ->
     if len(frames) > MAX_FRAMES:
         raise ContractError(f"{len(frames)} frames exceed the limit of {MAX_FRAMES} per job", kind=ErrorKind.BAD_FRAMES)
     return sorted(frames)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """The output folder is created by the job, not at submit (a refused or failed job leaves nothing behind); here
+    only: it is a folder if it exists, and its nearest existing parent is a folder this process may write into."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PathRefused(f"out_dir {out_dir} exists and is not a folder")
+    existing = out_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise PathRefused(f"out_dir {out_dir} cannot be created: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PathRefused(f"out_dir {out_dir} cannot be written: {existing} is not writable for the server")
 
 
 def _read_manifest(pass_dir: Path) -> PassManifest:
@@ -102,8 +117,8 @@ class Service:
                 f"the render size {width}x{height} exceeds {MAX_RESOLUTION}; set width/height in the settings"
             )
         frames = _job_frames(manifest, settings, str(pass_dir))
-        if out_dir.exists() and not out_dir.is_dir():
-            raise PathRefused(f"out_dir {out_dir} exists and is not a folder")
+        self.check_pass_files(pass_dir, manifest, frames)
+        _check_out_dir(out_dir)
         with self._submit_lock:  # the checks and the insert are one step for concurrent clients
             if self.store.count_active() >= self.config.max_queued_jobs:
                 raise ServiceRefusal(
@@ -114,14 +129,26 @@ class Service:
                 raise ServiceRefusal(
                     f"out_dir {out_dir} is in use by job {other}; cancel it or choose another", kind=ErrorKind.BUSY
                 )
-            try:
-                out_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise PathRefused(f"out_dir {out_dir} cannot be created: {exc.strerror}") from None
             record = self._add(job_id, pass_dir, out_dir, settings, frames, uploaded)
         log.info("job %s: queued (%d frames from %s)", job_id, len(frames), pass_dir)
         self.worker.notify()
         return record
+
+    def check_pass_files(self, pass_dir: Path, manifest: PassManifest, frames: list[int]) -> None:
+        """What can be checked at submit without reading pixels: no frame file is (or links to) a file outside the
+        roots, every selected frame file exists and its header has the manifest's size and passes. The pixel-level
+        pre-pass runs in the job, before any model loads (``PassFolder.foreground_ranges``)."""
+        from neurender.passes.folder import PassFolder
+
+        entries = {e.frame: e for e in manifest.frames}
+        for f in frames:
+            confine_file(pass_dir / entries[f].file, self.config.roots, f"frame {f}'s file {entries[f].file!r}")
+        try:
+            PassFolder.open(pass_dir, frames=(frames[0], frames[-1]))
+        except ContractError:
+            raise
+        except (OSError, ValueError) as exc:  # a file-system error on the request's own folder
+            raise PassFolderError(f"the pass folder {pass_dir} cannot be read: {exc}") from None
 
     def _add(
         self, job_id: str, pass_dir: Path, out_dir: Path, settings: RenderSettings, frames: list[int], uploaded: bool
