@@ -110,6 +110,16 @@ def main(argv=None) -> int:
                           "channel": strips[0].channel, "start": strips[0].frame_final_start,
                           "end": strips[0].frame_final_end - 1, "elements": len(strips[0].elements),
                           "directory": strips[0].directory})
+        # what the artist saw (issue 11): the backend's own random-weights flag, the device Auto picked, the live
+        # preview image, and the control images the backend derived (Show Control Images)
+        preview = bpy.data.images.get(mod.live.PREVIEW_IMAGE)
+        try:
+            controls = [i.name for i in mod.session.load_control_images(scene, scene.frame_start)]
+        except RuntimeError as exc:
+            controls = [str(exc)]
+        result.update(random_weights=status.random_weights, job_device=status.job_device, message=status.message,
+                      preview_step=status.preview_step, preview_size=list(preview.size) if preview else None,
+                      controls=controls, progress=status.progress)
         shot.render_hook = False
         bpy.ops.wm.save_as_mainfile(filepath=os.path.join(out, "demo_result.blend"))
         result["blend"] = os.path.join(out, "demo_result.blend")

@@ -43,5 +43,11 @@ def test_demo_end_to_end_with_real_backend(tmp_path):
     manifest = json.load(open(os.path.join(str(out), "shot", "passes", "manifest.json")))
     assert [e["frame"] for e in manifest["frames"]] == [1, 2, 3]
     assert os.path.isfile(r["blend"])
+    # what the artist saw from the real backend: its random-weights flag (the tiny model is random) on the result,
+    # the device Auto picked, the live preview image of the last step, the control images of frame 1
+    assert r["random_weights"] is True and "RANDOM WEIGHTS" in r["message"]
+    assert r["job_device"] == "cpu, float32" and r["progress"] == 1.0
+    assert r["preview_step"] == 2 and r["preview_size"] and r["preview_size"][0] > 0
+    assert r["controls"] == ["Neural Render depth"], r["controls"]
     # the add-on stopped the backend it started
     assert "stopping local backend" in proc.stdout + proc.stderr
