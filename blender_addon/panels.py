@@ -171,6 +171,11 @@ class NEURENDER_PT_consistency(_Base, bpy.types.Panel):
         col = self.layout.column()
         col.prop(shot, "consistency")
         col.prop(shot, "fixed_noise")
+        col.prop(shot, "use_motion_module")
+        if shot.use_motion_module:
+            row = col.row(align=True)
+            row.prop(shot, "context_length")
+            row.prop(shot, "context_overlap")
         if shot.consistency == "window":
             row = col.row(align=True)
             row.prop(shot, "window_size")
@@ -228,7 +233,8 @@ ADVANCED_DRAWN = {"width", "height", "device", "dtype", "batch_size", "depth_smo
 DRAWN_ELSEWHERE = {"prompt", "negative_prompt", "model", "prediction_type", "embeddings", "seed", "steps", "guidance_scale", "scheduler", "loras",
                    "reference_image", "controlnets", "consistency", "fixed_noise", "window_size", "window_stride",
                    "keyframe_block", "img2img_strength", "inversion_steps", "pnp_features", "pnp_attention",
-                   "deflicker_steps", "post_deflicker", "deflicker_method", "deflicker_window", "overwrite", "frames"}
+                   "deflicker_steps", "post_deflicker", "deflicker_method", "deflicker_window", "overwrite", "frames",
+                   "context_length", "context_overlap", "motion_module"}
 
 
 def undrawn_fields(shot) -> list[str]:

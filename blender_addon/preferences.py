@@ -65,6 +65,10 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
                                      description="ControlNet for the edges control image (lineart/canny-style): a "
                                                  ".safetensors file or diffusers folder for SD 1.5; new edges units "
                                                  "use it")
+    motion_module: StringProperty(
+        name="Motion module", subtype="FILE_PATH",
+        description="AnimateDiff motion module for shots that use one: mm_sd_v15_v2.ckpt (or .safetensors), or a "
+                    "diffusers MotionAdapter folder, as the backend's computer sees it")
     embeddings_dir: StringProperty(
         name="Embeddings", subtype="DIR_PATH",
         description="Folder of textual-inversion embeddings (.pt/.safetensors, e.g. EasyNegative): each is used in a "
@@ -92,6 +96,10 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
         box.prop(self, "controlnet_normal")
         box.prop(self, "controlnet_edges")
         box.prop(self, "embeddings_dir")
+        box.prop(self, "motion_module")
+
+    def motion_module_path(self) -> str:
+        return bpy.path.abspath(self.motion_module).rstrip("/\\") if self.motion_module else ""
 
     def embeddings_path(self) -> str:
         return bpy.path.abspath(self.embeddings_dir).rstrip("/\\") if self.embeddings_dir else ""
@@ -107,6 +115,7 @@ class NEURENDER_AP_preferences(bpy.types.AddonPreferences):
         """Folders of the checkpoint and ControlNets set here (a local backend may read models from them)."""
         paths = [bpy.path.abspath(self.sd_model)] + [self.controlnet_path(k) for k in ("depth", "normal", "edges")]
         folders = [os.path.dirname(os.path.abspath(p.rstrip("/\\"))) for p in paths if p]
+        folders += [os.path.dirname(os.path.abspath(self.motion_module_path()))] if self.motion_module else []
         return folders + ([os.path.abspath(self.embeddings_path())] if self.embeddings_dir else [])
 
     def resolved_root(self) -> str:

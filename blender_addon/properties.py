@@ -100,7 +100,7 @@ class NeurenderLora(bpy.types.PropertyGroup):
 
 SCHEDULER_LABELS = {"dpmpp_2m": "DPM++ 2M", "euler_a": "Euler a", "ddim": "DDIM", "lcm": "LCM", "tcd": "TCD"}
 
-FILLED_BY_ADDON = {"model", "controlnets", "loras", "frames", "reference_image", "embeddings"}
+FILLED_BY_ADDON = {"model", "controlnets", "loras", "frames", "reference_image", "embeddings", "motion_module"}
 """Contract fields the add-on fills itself (paths resolved with the preferences, the frame range of the job)."""
 
 DERIVED = {"width", "height", "deflicker_steps", "post_deflicker"}
@@ -147,6 +147,12 @@ def _field_props() -> dict:
                                    description="Window mode: frames denoised together in one window"),
         "window_stride": IntProperty(name="Stride", default=d.window_stride, min=1, max=64,
                                      description="Window mode: frames between the starts of two windows"),
+        "context_length": IntProperty(name="Context", default=d.context_length, min=2, max=64,
+                                      description="Motion module: frames denoised together in one window (AnimateDiff "
+                                                  "was trained on 16; memory grows with it, not with the shot)"),
+        "context_overlap": IntProperty(name="Overlap", default=d.context_overlap, min=0, max=63,
+                                       description="Motion module: frames shared by neighbouring windows, blended so "
+                                                   "that no seam shows between them"),
         "keyframe_block": IntProperty(name="Keyframe block", default=d.keyframe_block, min=1, max=64,
                                       description="Keyframes mode: one random keyframe per block of this many frames"),
         "img2img_strength": FloatProperty(
@@ -279,6 +285,9 @@ def render_size(scene) -> tuple[int, int]:
 
 
 _SHOT_EXTRA = {
+    "use_motion_module": BoolProperty(name="Motion module (AnimateDiff)", default=False,
+                                      description="Denoise the frames with the AnimateDiff motion module set in the "
+                                                  "add-on preferences (smoother motion, fewer flickering details)"),
     "controlnets": CollectionProperty(type=NeurenderControlUnit, name="ControlNets",
                                       description="ControlNet units: each steers the image with a control image "
                                                   "derived from the passes"),
@@ -425,6 +434,7 @@ def to_settings(scene, prefs=None, frames: str = "") -> "contract.RenderSettings
         "reference_image": _path(s.reference_image),
         "frames": frames,
         "embeddings": [prefs.embeddings_path()] if prefs is not None and prefs.embeddings_dir else [],
+        "motion_module": prefs.motion_module_path() if prefs is not None and s.use_motion_module else "",
         "width": width,
         "height": height,
         "deflicker_steps": steps,

@@ -112,6 +112,12 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pnp-attention", dest="pnp_attention", type=float, default=d,
                    help="img2img: fraction of steps with the render's decoder attention queries/keys injected")
     p.add_argument("--reference", dest="reference_image", default=d, help="image used as an extra attention anchor")
+    p.add_argument("--motion-module", dest="motion_module", default=d, metavar="PATH",
+                   help="AnimateDiff motion module: a MotionAdapter folder or an mm_sd_v15_v2.ckpt-style file")
+    p.add_argument("--context-length", dest="context_length", type=int, default=d,
+                   help="motion module: frames per context window (default 16)")
+    p.add_argument("--context-overlap", dest="context_overlap", type=int, default=d,
+                   help="motion module: frames shared by neighbouring windows, blended (default 4)")
     p.add_argument("--no-fixed-noise", dest="fixed_noise", action="store_false", default=d)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=d, help="frames per model call (memory)")
     p.add_argument("--depth-smoothing", dest="depth_smoothing", type=int, default=d,

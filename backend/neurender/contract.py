@@ -565,6 +565,13 @@ class RenderSettings:
     prompt and the negative prompt by its file name (``easynegative.safetensors`` -> ``easynegative``)."""
     prediction_type: str = "auto"
     """``auto``, ``epsilon`` or ``v_prediction`` (see ``PREDICTION_TYPES``)."""
+    motion_module: str = ""
+    """AnimateDiff motion module (a diffusers MotionAdapter folder or an original ``mm_sd_v15_v2.ckpt``-style file);
+    empty: frames are denoised by the image UNet alone."""
+    context_length: int = 16
+    """Motion module: frames per context window (one model call each; memory is bounded by it, not the shot)."""
+    context_overlap: int = 4
+    """Motion module: frames shared by neighbouring windows, whose noise estimates are blended (pyramid weights)."""
 
     def check(self) -> None:
         """Raise ``ContractError`` with one concise reason for the first invalid field."""
@@ -644,6 +651,15 @@ class RenderSettings:
         if self.prediction_type not in PREDICTION_TYPES:
             raise ContractError(
                 f"prediction type {self.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}"
+            )
+        if not (2 <= self.context_length <= 64):
+            raise ContractError("context length must be within 2..64 frames")
+        if not (0 <= self.context_overlap < self.context_length):
+            raise ContractError("context overlap must be within 0..context length - 1")
+        if self.motion_module and self.consistency in ("window", "keyframes"):
+            raise ContractError(
+                f"a motion module renders over its own context windows: use consistency off, first or first+prev "
+                f"with it, not {self.consistency}"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -163,6 +163,10 @@ def run_render(
         anchor_set = load_anchors(spec.anchors, settings)
     # a bad reference image is bad input too: refused before any model is loaded
     reference = _open_reference(settings.reference_image) if settings.reference_image else None
+    if settings.motion_module:  # issue #14: a missing / SDXL / non-motion-module file is refused before any load
+        from neurender.models.motion import check_motion_module
+
+        check_motion_module(settings.motion_module)
     if settings.img2img_strength > 0 and not folder.has_pass("combined"):
         raise InputError("restyling (img2img strength > 0) needs the Combined (beauty) pass, and this pass folder "
                          "has none")
@@ -238,6 +242,16 @@ def run_render(
                 pnp_attention=settings.pnp_attention,
             )
         strategy = keyframe_strategy(folder, frames, width, height, block=settings.keyframe_block, img2img=img2img)
+    elif settings.motion_module:  # issue #14: AnimateDiff over context windows of the shot
+        from neurender.engine.motion_windows import MotionWindows
+
+        reporter.update(phase="loading", message="loading the motion module")
+        strategy = MotionWindows(
+            _motion_unet(loaded, settings.motion_module),
+            context_length=settings.context_length,
+            context_overlap=settings.context_overlap,
+            name=settings.consistency,
+        )
     sampler = LockstepSampler(
         pipe=pipe,
         options=sampler_options(settings, len(kinds)),
@@ -342,6 +356,22 @@ def _load(settings: RenderSettings, cache, device: str = "", dtype: str = ""):
     if not settings.model:
         loaded.random_weights = True
     return loaded, [kind for kind, _ in controlnets]
+
+
+def _motion_unet(loaded, path: str):
+    """The motion UNet of ``loaded``'s UNet and the motion module at ``path``, kept on ``loaded`` for the next job
+    (the cache keeps ``loaded``; one motion module at a time)."""
+    from neurender.models.motion import load_motion_adapter, motion_unet
+
+    key = str(Path(path).expanduser().resolve())
+    held = getattr(loaded, "motion", None)
+    if held is not None and held[0] == key:
+        return held[1]
+    unet = loaded.pipe.unet
+    adapter = load_motion_adapter(path, dict(unet.config), torch_dtype=unet.dtype)
+    model = motion_unet(unet, adapter)
+    loaded.motion = (key, model)
+    return model
 
 
 def _open_reference(path: str):

@@ -118,7 +118,7 @@ def test_anchor_reference_passes_add_up_and_replace_the_first_frame():
     # a chunk whose positions do not include its own first frame still runs: the anchors take its place
     k = torch.randn(2, 2, t, c)
     batch = FrameBatch(positions=[4, 5], cfg=2)
-    proc._last = (3, torch.randn(2, t, c), torch.randn(2, t, c))
+    proc._last = {3: (torch.randn(2, t, c), torch.randn(2, t, c))}  # the previous group's trailing frame
     q, keys, values = proc._gather(k.reshape(4, t, c), k.reshape(4, t, c), k.reshape(4, t, c), batch, state)
     assert keys.shape == (4, 1, (2 + 3) * t, c)  # [previous, self, three anchors]
     assert torch.equal(keys[1, 0, 2 * t:], k_ref[0].reshape(3 * t, c))

@@ -13,7 +13,8 @@ def test_panel_before_rendering(run_scenario, tmp_path):
     assert "neurender.free_vram" in r["operators"] and "neurender.show_controls" in r["operators"]
     # every RenderSettings field is a property of the shot, or deliberately filled by the add-on itself
     assert r["fields_without_property"] == []
-    assert r["filled_by_addon"] == ["controlnets", "embeddings", "frames", "loras", "model", "reference_image"]
+    assert r["filled_by_addon"] == ["controlnets", "embeddings", "frames", "loras", "model", "motion_module",
+                                   "reference_image"]
     # a field added to the contract gets a generic property at once (so it reaches the backend), but its label and
     # tooltip are owed: blender_addon/properties.py _field_props (see /work/coord/NOTES.md)
     assert r["auto_fields"] == [], f"RenderSettings fields without an entry in properties._field_props: {r['auto_fields']}"

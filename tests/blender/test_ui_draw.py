@@ -13,7 +13,8 @@ def test_panels_and_preferences_draw(run_scenario):
                  "models:['/models/embeddings']:v_prediction:True", "fit_within", "deflicker_preset", "path",
                  "neurender.lora_add", "reference_image", "look_file", "neurender.look_save", "neurender.look_apply",
                  "neurender.show_controls", "neurender.free_vram", "neurender.add_suggested_controls",
-                 "neurender.apply_preset", "device", "dtype"):
+                 "neurender.apply_preset", "device", "dtype", "motion_module", "use_motion_module",
+                 "context_length", "context_overlap", "motion-off:", "motion:/models/mm_sd_v15_v2.ckpt:8:4:True"):
         assert name in calls, name
     # a long error (160 characters) wraps into several sidebar lines, every word kept; Copy Message beside it
     error = [c[len("label:"):] for c in calls if c.startswith("label:")]

@@ -54,6 +54,10 @@ class CrossFrameState:
     first_from_anchors: bool = False
     """Precomputed anchor frames (``neurender.farm.anchors``, passed as reference batches) replace each group's own
     first frame, so separately rendered chunks of a shot all attend to the same anchors."""
+    keep_previous: int = 1
+    """``first+prev``: how many trailing frames of each group keep their keys/values for the next group (1 for
+    consecutive chunks; overlap + 1 for overlapping windows, whose first frame's predecessor lies inside the
+    previous window, engine/motion_windows.py)."""
     processors: list["CrossFrameAttnProcessor"] = field(default_factory=list)
 
 
@@ -100,12 +104,13 @@ class CrossFrameAttnProcessor:
         self.state = state
         self._step = -1
         self._first: Optional[tuple[torch.Tensor, torch.Tensor]] = None
-        self._last: Optional[tuple[int, torch.Tensor, torch.Tensor]] = None
+        self._last: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._ref: Optional[tuple[torch.Tensor, torch.Tensor]] = None
         state.processors.append(self)
 
     def reset(self) -> None:
-        self._first = self._last = self._ref = None
+        self._first = self._ref = None
+        self._last = {}
 
     def __call__(
         self,
@@ -207,14 +212,14 @@ class CrossFrameAttnProcessor:
                     jj = positions.index(want)
                     prev_k.append(k[:, jj])
                     prev_v.append(v[:, jj])
-                elif self._last is not None and self._last[0] == want:
-                    prev_k.append(self._last[1])
-                    prev_v.append(self._last[2])
+                elif want in self._last:
+                    prev_k.append(self._last[want][0])
+                    prev_v.append(self._last[want][1])
                 else:
                     raise RuntimeError(f"cross-frame attention: previous frame {want} of frame {pos} is unavailable")
             ks += [torch.stack(prev_k, dim=1), k]
             vs += [torch.stack(prev_v, dim=1), v]
-        self._last = (positions[-1], k[:, -1], v[:, -1])
+        self._last = {positions[j]: (k[:, j], v[:, j]) for j in range(max(0, n - max(1, state.keep_previous)), n)}
         ks, vs = self._with_reference(ks, vs, cfg, n)
         q = q.reshape(cfg * n, 1, t, -1)
         key_all = torch.cat(ks, dim=2).reshape(cfg * n, 1, -1, c)

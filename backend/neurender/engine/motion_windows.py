@@ -148,6 +148,7 @@ class MotionWindows:
         return latents, 0
 
     def attention(self, sampler, models, state):
+        state.keep_previous = self.context_overlap + 1  # first+prev: a window's first frame follows one inside the last
         return cross_frame_attention(models if self.cross_frame else [], state)
 
     def noise_prediction(self, sampler, latents: torch.Tensor, t, i: int, n_steps: int) -> torch.Tensor:

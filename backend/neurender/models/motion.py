@@ -153,10 +153,9 @@ def check_motion_module(path: str | Path) -> dict[str, Any]:
                 "give the motion module itself (mm_sd_v15_v2, v3_sd15_mm, ...)"
             )
         if not is_motion_module(info):
-            looks = {"sd-checkpoint": "a Stable Diffusion checkpoint", "controlnet": "a ControlNet",
-                     "lora": "a LoRA"}.get(info.kind, "some other model")
             raise ModelLoadError(
-                f"{p} is not an AnimateDiff motion module (no 'motion_modules' tensors; it looks like {looks})"
+                f"{p} is not an AnimateDiff motion module (no 'motion_modules' tensors; it looks like "
+                f"{info.looks_like})"
             )
         cfg = config_from_shapes(info)
     widths = _widths(cfg)

@@ -103,6 +103,7 @@ class Service:
         paths += [(f"controlnet {u.kind} model", u.model) for u in settings.controlnets]
         paths += [("LoRA path", lora.path) for lora in settings.loras]
         paths += [("embedding", path) for path in settings.embeddings]
+        paths += [("motion module", settings.motion_module)]
         for what, value in paths:
             if value:
                 confine(value, model_roots, what)

@@ -83,7 +83,7 @@ scene.neurender.consistency, scene.neurender.img2img_strength = "keyframes", 0.5
 for cls in mod.panels.classes:
     cls.draw(types.SimpleNamespace(layout=Layout()), ctx)
 # Every RenderSettings field is either a scene property or filled in by the add-on itself.
-filled_by_addon = {"model", "controlnets", "loras", "reference_image", "frames", "embeddings"}
+filled_by_addon = {"model", "controlnets", "loras", "reference_image", "frames", "embeddings", "motion_module"}
 missing = [f for f in mod.neurender_contract.RenderSettings.__dataclass_fields__
            if f not in filled_by_addon and f not in scene.neurender.bl_rna.properties]
 problems += [f"RenderSettings.{f} has no scene property" for f in missing]
@@ -95,6 +95,18 @@ prefs.embeddings_dir, scene.neurender.prediction_type = "/models/embeddings/", "
 settings = mod.properties.to_settings(scene, prefs)
 calls.append(f"models:{settings.embeddings}:{settings.prediction_type}:{'/models/embeddings' in prefs.model_folders()}")
 prefs.embeddings_dir, scene.neurender.prediction_type = "", "auto"
+prefs.motion_module = "/models/mm_sd_v15_v2.ckpt"
+calls.append(f"motion-off:{mod.properties.to_settings(scene, prefs).motion_module}")
+consistency, strength = scene.neurender.consistency, scene.neurender.img2img_strength
+scene.neurender.consistency, scene.neurender.img2img_strength = "first+prev", 0.0  # motion: off / first / first+prev
+scene.neurender.use_motion_module, scene.neurender.context_length = True, 8
+for cls in mod.panels.classes:  # draws the context fields under the checkbox
+    cls.draw(types.SimpleNamespace(layout=Layout()), ctx)
+settings = mod.properties.to_settings(scene, prefs)
+calls.append(f"motion:{settings.motion_module}:{settings.context_length}:{settings.context_overlap}:"
+             f"{'/models' in prefs.model_folders()}")
+prefs.motion_module, scene.neurender.use_motion_module, scene.neurender.context_length = "", False, 16
+scene.neurender.consistency, scene.neurender.img2img_strength = consistency, strength
 
 mod.preferences.get().start_local = True  # draws the local-backend fields
 mod.preferences.NEURENDER_AP_preferences.draw(PrefsSelf(), ctx)
