@@ -47,9 +47,7 @@ def fraction(progress: dict, state: str = "") -> float:
 
 
 def format_duration(seconds: float) -> str:
-    if seconds < 1:
-        return "under 1 s"
-    seconds = int(round(seconds))
+    seconds = max(1, int(round(seconds)))
     if seconds < 60:
         return f"{seconds} s"
     minutes, seconds = divmod(seconds, 60)
@@ -107,7 +105,7 @@ def describe(job: dict, value: float, eta: Optional[float] = None) -> str:
         parts.append(f"{int(p.get('frames_done') or 0)}/{frames_total} frames decoded")
     text = ", ".join(parts) + f" ({int(value * 100)}%)"
     if eta is not None:
-        text += f", about {format_duration(eta)} left"
+        text += ", almost done" if eta < 1 else f", about {format_duration(eta)} left"
     if "frames_downloaded" in job:
         text += f", {len(job['frames_downloaded'])} downloaded"
     return text

@@ -13,7 +13,7 @@ from typing import Optional
 
 import bpy
 
-from . import backend_process, client, live, messages, pass_export, preferences, properties, remote, vse, worker
+from . import advice, backend_process, client, live, messages, pass_export, preferences, properties, remote, vse, worker
 from . import neurender_contract as contract
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,6 @@ def _check_model_paths(prefs) -> None:
     """Connect also checks the model paths of the preferences, where the backend shares this computer's disk."""
     if prefs is None:
         return
-    from . import advice
-
     problems = advice.model_path_problems(prefs)
     if problems:
         set_message("", "Connected, but " + "; ".join(problems))
@@ -206,6 +204,8 @@ def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = N
     prefs = preferences.get()
     frames = f"{frame_start}-{frame_end}"
     settings = properties.to_settings(scene, prefs, frames=frames)
+    for _level, text, _fix in advice.warnings(scene, prefs):  # also for the render hook and blender -b -a
+        log.warning("%s", text)
     folder = pass_export.pass_dir(scene)
     if not os.path.isfile(os.path.join(folder, contract.MANIFEST_NAME)):
         raise contract.ContractError(f"the pass folder {folder} has no {contract.MANIFEST_NAME}; render passes first")

@@ -39,7 +39,11 @@ def test_what_the_artist_sees_while_rendering(run_scenario, tmp_path):
     # a real checkpoint: no random-weights note; the LoRAs and the reference image reach the backend's settings
     assert r["real"] == ["FINISHED"] and "RANDOM" not in r["real_message"] and r["real_random"] is False
     assert not any("RANDOM" in t for t in r["real_red"]) and "neurender" in r["real_strip_names"]
-    settings = [j["settings"] for j in stub.jobs.values() if j["settings"]["model"]][0]
+    # the render buttons report the advice before submitting (the info bar; the terminal in background mode)
+    log = r["_log"]
+    assert "RANDOM WEIGHTS: no checkpoint is set" in log
+    assert r["no_controlnet_job"] == ["FINISHED"] and "No ControlNet: the output ignores your scene" in log
+    settings = [j["settings"] for j in stub.jobs.values() if j["settings"]["loras"]][0]
     assert settings["loras"] == [{"path": str(models / "a.safetensors"), "weight": 0.8}]
     assert settings["reference_image"].endswith("ref.png") and os.path.isabs(settings["reference_image"])
     assert [(u["kind"], u["weight"]) for u in settings["controlnets"]] == [("depth", 1.0), ("edges", 0.6)]

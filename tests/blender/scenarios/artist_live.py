@@ -67,6 +67,8 @@ for name in ("sd15.safetensors", "cn_depth.safetensors", "cn_edges.safetensors",
 prefs.sd_model = os.path.join(models, "sd15.safetensors")
 prefs.controlnet_depth = os.path.join(models, "cn_depth.safetensors")
 prefs.controlnet_edges = os.path.join(models, "cn_edges.safetensors")
+shot.steps = 2
+out["no_controlnet_job"] = sorted(bpy.ops.neurender.render_frame())  # said before submitting, not refused
 bpy.ops.neurender.add_suggested_controls()
 for path, weight, enabled in (("a.safetensors", 0.8, True), ("b.safetensors", 0.3, False)):
     lora = shot.loras.add()
