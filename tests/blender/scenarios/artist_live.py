@@ -83,7 +83,6 @@ shot.steps = 2
 out["real"] = sorted(bpy.ops.neurender.render_frame())
 out["real_message"] = status.message
 out["real_random"] = status.random_weights
-out["real_strip_names"] = [s.name for s in mod.vse.our_strips(scene)]
 record = panel_record.draw_all(mod, bpy)
 out["real_red"] = panel_record.texts(record, alert=True)
 
