@@ -45,6 +45,7 @@ WORDING: dict[str, tuple[str, bool]] = {
     "too_large": ("The request is larger than the backend accepts (a very long shot or large passes); render "
                   "fewer frames per job or ask the backend's operator to raise its limits", False),
     "not_found": ("The backend does not know this job or frame (it may have been removed)", False),
+    "method_not_allowed": ("The backend does not offer this request (the add-on and backend may not match)", True),
     "cancelled": ("The neural render was cancelled; finished frames are kept", False),
     "out_of_memory": ("The GPU ran out of memory; lower Fit within, Batch or use Precision Auto (half precision)",
                       False),

@@ -120,6 +120,8 @@ class ErrorKind(str, enum.Enum):
     """The request body or an uploaded archive exceeds the server's size limits."""
     NOT_FOUND = "not_found"
     """No such job, route or frame (or the frame is not finished yet)."""
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    """The route exists but not with this HTTP method; the ``Allow`` header lists the ones it has."""
     CANCELLED = "cancelled"
     """The job was cancelled on request; its finished frames stay on disk."""
     OUT_OF_MEMORY = "out_of_memory"
@@ -149,6 +151,7 @@ ERROR_STATUS: dict[ErrorKind, int] = {
     ErrorKind.WRONG_HOST: 421,
     ErrorKind.TOO_LARGE: 413,
     ErrorKind.NOT_FOUND: 404,
+    ErrorKind.METHOD_NOT_ALLOWED: 405,
     ErrorKind.CANCELLED: 409,
     ErrorKind.OUT_OF_MEMORY: 507,
     ErrorKind.INTERNAL: 500,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sqlite3
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import httpx
 import pytest
@@ -435,3 +436,151 @@ def test_out_dir_may_not_point_into_the_server_data_folder(tmp_path):
             assert "data folder" in r.json()["detail"]
         assert listing_works(client) == []
     assert not (data / "x").exists()
+
+
+# ---- item 5: disk - retention, purge, upload quota, file modes -------------------------------------------------
+
+
+def _wait_final(client: httpx.Client, job_id: str) -> dict[str, Any]:
+    for _ in range(1000):
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["state"] in ("done", "failed", "cancelled"):
+            return job
+        time.sleep(0.01)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+def _zip_folder(folder: Path, prefix: str = "shot/", extra: Optional[dict[str, bytes]] = None) -> bytes:
+    entries = {prefix + p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    entries.update(extra or {})
+    return zip_bytes(entries)
+
+
+def test_purge_removes_an_uploaded_job_and_its_files_but_never_a_client_out_dir(tmp_path):
+    config = make_config(tmp_path)
+    root = tmp_path / "root"
+    folder = write_fake_pass_folder(root / "shot", frames=2)
+    jobs_dir = tmp_path / "data" / "jobs"
+    with LiveServer(create_app(config, runner=run_fake_render)) as server, httpx.Client(base_url=server.url) as client:
+        r = upload(client, _zip_folder(folder))
+        assert r.status_code == 201, r.text
+        uploaded = r.json()["id"]
+        r = post_json(client, "/jobs", {"pass_dir": str(folder), "out_dir": str(root / "renders"),
+                                        "settings": {"steps": 1}})
+        assert r.status_code == 201, r.text
+        own_out = r.json()["id"]
+        assert _wait_final(client, uploaded)["state"] == "done" and _wait_final(client, own_out)["state"] == "done"
+        assert (jobs_dir / uploaded / "passes").is_dir() and (jobs_dir / uploaded / "frames").is_dir()
+
+        assert client.delete(f"/jobs/{uploaded}").status_code == 200  # without purge: a no-op on a final job
+        assert (jobs_dir / uploaded).exists()
+        r = client.delete(f"/jobs/{uploaded}", params={"purge": "1"})
+        assert r.status_code == 200 and r.json()["id"] == uploaded, r.text
+        assert not (jobs_dir / uploaded).exists()
+        assert client.get(f"/jobs/{uploaded}").status_code == 404
+        assert client.delete(f"/jobs/{uploaded}", params={"purge": "1"}).status_code == 404
+
+        r = client.delete(f"/jobs/{own_out}", params={"purge": "true"})
+        assert r.status_code == 200, r.text
+        assert sorted(p.name for p in (root / "renders").glob("frame_*.png")) == ["frame_0001.png", "frame_0002.png"]
+        assert [j["id"] for j in listing_works(client)] == []
+
+
+def test_purge_refuses_an_active_job(tmp_path, monkeypatch):
+    monkeypatch.setenv(STEP_SECONDS_ENV, "0.05")
+    config = make_config(tmp_path)
+    folder = write_fake_pass_folder(tmp_path / "root" / "shot", frames=4)
+    with LiveServer(create_app(config, runner=run_fake_render)) as server, httpx.Client(base_url=server.url) as client:
+        job_id = upload(client, _zip_folder(folder), '{"steps": 20}').json()["id"]
+        r = client.delete(f"/jobs/{job_id}", params={"purge": "1"})
+        assert r.status_code == 409 and r.json()["error_kind"] == "busy", r.text
+        assert (tmp_path / "data" / "jobs" / job_id / "passes").is_dir()
+        client.delete(f"/jobs/{job_id}")  # cancel
+        assert _wait_final(client, job_id)["state"] == "cancelled"
+        assert client.delete(f"/jobs/{job_id}", params={"purge": "1"}).status_code == 200
+        assert not (tmp_path / "data" / "jobs" / job_id).exists()
+
+
+def test_keep_days_purges_old_finished_jobs_at_start_up(tmp_path):
+    config = make_config(tmp_path, keep_days=7)
+    folder = write_fake_pass_folder(tmp_path / "root" / "shot", frames=1)
+    jobs_dir = tmp_path / "data" / "jobs"
+    with LiveServer(create_app(config, runner=run_fake_render)) as server, httpx.Client(base_url=server.url) as client:
+        old = upload(client, _zip_folder(folder)).json()["id"]
+        recent = upload(client, _zip_folder(folder)).json()["id"]
+        _wait_final(client, old), _wait_final(client, recent)
+    orphan = jobs_dir / ("f" * 32)  # an upload interrupted by a crash: a folder without a record
+    orphan.mkdir()
+    long_ago = time.time() - 8 * 86400
+    os.utime(orphan, (long_ago, long_ago))
+    db = sqlite3.connect(tmp_path / "data" / "jobs.sqlite3")
+    db.execute("UPDATE jobs SET updated = ? WHERE id = ?", (long_ago, old))
+    db.commit()
+    db.close()
+    with LiveServer(create_app(config, runner=run_fake_render)) as server, httpx.Client(base_url=server.url) as client:
+        deadline = time.monotonic() + 10
+        while (jobs_dir / old).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [j["id"] for j in listing_works(client)] == [recent]
+    assert not (jobs_dir / old).exists() and not orphan.exists() and (jobs_dir / recent / "passes").is_dir()
+
+
+def test_keep_days_flag(tmp_path):
+    import argparse
+
+    from neurender.server.cli_serve import build_config, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--data-dir", str(tmp_path), "--keep-days", "2.5"])
+    assert build_config(args).keep_days == 2.5
+    assert build_config(parser.parse_args(["serve", "--data-dir", str(tmp_path)])).keep_days == 30
+    with pytest.raises(ValueError, match="keep-days"):
+        build_config(parser.parse_args(["serve", "--data-dir", str(tmp_path), "--keep-days", "-1"]))
+
+
+def test_upload_quota_follows_what_the_manifest_needs(tmp_path):
+    """The issue's 3.9 MiB zip (a valid pass folder plus 1 GiB of zeros) in small: a 2-frame 64x48 pass folder plus
+    40 MiB of zeros is refused under the default limits, and nothing of it stays on disk."""
+    config = make_config(tmp_path)
+    folder = write_fake_pass_folder(tmp_path / "root" / "shot", frames=2)
+    padded = _zip_folder(folder, extra={"shot/padding.bin": b"\0" * (40 * 1024**2)})
+    assert len(padded) < 1024**2
+    with LiveServer(create_app(config, runner=run_fake_render)) as server, httpx.Client(base_url=server.url) as client:
+        r = upload(client, padded)
+        assert r.status_code == 413 and r.json()["error_kind"] == "too_large", r.text
+        assert "manifest allows" in r.json()["detail"]
+        assert upload(client, _zip_folder(folder)).status_code == 201  # the folder alone is fine
+    assert len(list((tmp_path / "data" / "jobs").iterdir())) == 1
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_frames_and_records_are_written_with_the_process_umask(tmp_path, umask, mode):
+    import numpy as np
+
+    from neurender.deflicker.sequence_io import read_image, write_image
+    from neurender.frames import write_bytes_atomic, write_png_atomic
+
+    previous = os.umask(umask)
+    try:
+        write_bytes_atomic(tmp_path / ".neurender" / "render.json", b"{}")  # render.json, state.pt, previews
+        write_png_atomic(tmp_path / "frame_0001.png", np.zeros((8, 8, 3), np.float32))
+        write_image(tmp_path / "frame_0002.png", np.zeros((8, 8, 3), np.float32), read_image(tmp_path / "frame_0001.png"))
+    finally:
+        os.umask(previous)
+    for name in (".neurender/render.json", "frame_0001.png", "frame_0002.png"):
+        assert oct((tmp_path / name).stat().st_mode & 0o777) == oct(mode), name
+
+
+# ---- item 6: a 405 lists every method of its path ------------------------------------------------------------
+
+
+def test_a_405_lists_every_method_of_the_path(tmp_path):
+    with LiveServer(create_app(make_config(tmp_path), runner=run_fake_render)) as server, \
+            httpx.Client(base_url=server.url) as client:
+        for method, path, allowed in (("PUT", "/jobs", "GET, POST"), ("PATCH", "/jobs/abc", "DELETE, GET"),
+                                      ("POST", "/version", "GET")):
+            r = client.request(method, path)
+            assert r.status_code == 405 and r.json()["error_kind"] == "method_not_allowed", (method, path, r.text)
+            assert r.headers["allow"] == allowed, (method, path)
+            assert method in r.json()["detail"]

@@ -28,6 +28,7 @@ from neurender.server.auth import load_or_create_token
 from neurender.server.config import ServerConfig
 from neurender.server.error_answers import install_error_handlers
 from neurender.server.guard import GuardMiddleware
+from neurender.server.retention import Janitor
 from neurender.server.service import Service
 from neurender.server.worker import Runner
 
@@ -74,14 +75,18 @@ def create_app(
 
 
 def _lifespan(service: Service):
-    """The worker runs while the app serves; the store closes after it stops."""
+    """The worker and the retention sweep run while the app serves; the store closes after they stop."""
+
+    janitor = Janitor(service.store, service.config.jobs_dir, service.config.keep_days)  # --keep-days
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.worker.start()
+        janitor.start()
         try:
             yield
         finally:
+            await run_in_threadpool(janitor.stop)
             await run_in_threadpool(service.worker.stop)
             service.store.close()
 

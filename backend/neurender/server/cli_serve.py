@@ -48,6 +48,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--max-upload-files", type=int, default=defaults.max_upload_files)
     p.add_argument("--max-unpacked-mb", type=int, default=defaults.max_unpacked_bytes // 1024**2)
     p.add_argument("--max-queued-jobs", type=int, default=defaults.max_queued_jobs)
+    p.add_argument("--keep-days", type=float, default=defaults.keep_days,
+                   help="purge finished jobs (record, uploaded passes, frames in the data folder) after this many "
+                        f"days; an out_dir chosen by the client is never touched; 0 keeps them (default {defaults.keep_days:g})")
     # For tests and benchmarks of the HTTP layer: "module:function" with run_render's signature.
     p.add_argument("--runner", default="", help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
@@ -59,6 +62,8 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
     for name in ("max_upload_mb", "max_upload_files", "max_unpacked_mb", "max_queued_jobs"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+    if not (args.keep_days >= 0):  # also refuses nan
+        raise ValueError("--keep-days must be 0 (keep forever) or more")
     if not (0 <= args.port <= 65535):
         raise ValueError(f"--port {args.port} must be within 0..65535")
     return ServerConfig(
@@ -74,6 +79,7 @@ def build_config(args: argparse.Namespace) -> ServerConfig:
         max_upload_files=args.max_upload_files,
         max_unpacked_bytes=args.max_unpacked_mb * 1024**2,
         max_queued_jobs=args.max_queued_jobs,
+        keep_days=args.keep_days,
     ).resolved()
 
 

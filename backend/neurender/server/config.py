@@ -64,6 +64,9 @@ class ServerConfig:
     max_unpacked_bytes: int = 32 * 1024**3
     max_json_bytes: int = 1024**2
     max_queued_jobs: int = 200
+    keep_days: float = 30.0
+    """Finished jobs older than this are purged: their record and their server-owned files (uploaded passes, frames
+    of a job without ``out_dir``); an ``out_dir`` the client chose is never touched. 0: keep forever."""
     progress_interval: float = 0.1
     """Seconds between progress writes to the database (frame completions are always written)."""
     sse_max_seconds: float = 3600.0

@@ -4,18 +4,19 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Any, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from neurender.contract import ERROR_STATUS, ContractError, ErrorKind, error_body, error_kind_of
 
 log = logging.getLogger(__name__)
 
-_FRAMEWORK_KINDS = {404: ErrorKind.NOT_FOUND, 413: ErrorKind.TOO_LARGE}
+_FRAMEWORK_KINDS = {404: ErrorKind.NOT_FOUND, 405: ErrorKind.METHOD_NOT_ALLOWED, 413: ErrorKind.TOO_LARGE}
 """ErrorKind of the framework's own HTTP errors (unknown route, body over the limit); any other is a bad request."""
 
 
@@ -40,7 +41,28 @@ async def _on_contract(request: Request, exc: ContractError) -> JSONResponse:
 
 
 async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return answer(_FRAMEWORK_KINDS.get(exc.status_code, ErrorKind.BAD_REQUEST), str(exc.detail), exc.headers)
+    headers, detail = exc.headers, str(exc.detail)
+    if exc.status_code == 405:  # the router names the first matching route's methods only
+        methods = allowed_methods(request)
+        headers = {**(headers or {}), "Allow": ", ".join(methods)}
+        detail = f"{request.method[:16]} is not offered for this path; it answers {' and '.join(methods)}"
+    return answer(_FRAMEWORK_KINDS.get(exc.status_code, ErrorKind.BAD_REQUEST), detail, headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers for this request's path (sorted)."""
+    methods: set[str] = set()
+
+    def walk(routes: Any) -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None) or getattr(route, "router", None)
+            if inner is not None and hasattr(inner, "routes"):  # an included router (FastAPI wraps it)
+                walk(inner.routes)
+            elif route.matches(request.scope)[0] is not Match.NONE:  # PARTIAL: the path matches, the method not
+                methods.update(getattr(route, "methods", None) or ())
+
+    walk(request.app.router.routes)
+    return sorted(methods)
 
 
 async def _on_internal(request: Request, exc: Exception) -> JSONResponse:

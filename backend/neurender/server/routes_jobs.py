@@ -6,9 +6,11 @@ import json
 import shutil
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
-from neurender.contract import JOB_FINAL_STATES, ROUTE_JOB, ROUTE_JOB_UPLOAD, ROUTE_JOBS, ContractError
+from neurender.contract import JOB_FINAL_STATES, ROUTE_JOB, ROUTE_JOB_UPLOAD, ROUTE_JOBS, ContractError, ErrorKind
+from neurender.errors import ServiceRefusal
+from neurender.server import retention
 from neurender.server.paths import PathRefused, confine, inside
 from neurender.server.schemas import ERRORS, JobListModel, JobModel, JobRequest
 from neurender.server.service import Service, service_of
@@ -72,8 +74,20 @@ def get_job(job_id: str, service: ServiceDep) -> dict[str, Any]:
 
 
 @router.delete(ROUTE_JOB, response_model=JobModel, responses=ERRORS)
-def cancel_job(job_id: str, service: ServiceDep) -> dict[str, Any]:
+def cancel_job(
+    job_id: str,
+    service: ServiceDep,
+    purge: bool = Query(False, description="remove a finished job: its record, uploaded passes and frames in the "
+                        "server's data folder (an out_dir chosen by the client is never touched)"),
+) -> dict[str, Any]:
     record = service.job_or_404(job_id)
+    if purge:
+        if record.state not in JOB_FINAL_STATES:
+            raise ServiceRefusal(f"job {job_id} is {record.state}; cancel it first, then purge it once it has stopped",
+                                 kind=ErrorKind.BUSY)
+        if not retention.purge(service.store, service.config.jobs_dir, record):
+            raise ServiceRefusal(f"job {job_id} does not exist", kind=ErrorKind.NOT_FOUND)  # purged meanwhile
+        return record.to_api()
     if record.state in JOB_FINAL_STATES:
         return record.to_api()
     updated = service.worker.cancel(job_id)
