@@ -101,6 +101,16 @@ for name in ("render_animation", "render_frame"):
         changes.setdefault("refused", []).append(f"{name}: {e}")
     changes[name] = diff(before, whole())
     hook_after_ops.append(shot.render_hook)
+# the panel's other buttons (issue 11) leave the artist's scene alone too
+shot.look_file = config["out"] + "/look.nrlook"
+for name, kw in (("connect", {}), ("free_vram", {}), ("add_suggested_controls", {}), ("apply_preset", {"preset": "FAST"}),
+                 ("lora_add", {}), ("lora_remove", {"index": 0}), ("look_save", {}), ("look_apply", {}),
+                 ("show_preview", {}), ("show_controls", {}), ("copy_message", {}), ("open_log", {})):
+    try:
+        getattr(bpy.ops.neurender, name)(**kw)
+    except RuntimeError as e:  # a refusal is reported, not a change
+        changes.setdefault("refused", []).append(f"{name}: {e}")
+    changes[name] = diff(before, whole())
 bpy.ops.render.render(animation=True)  # a second Ctrl+F12
 changes["second Ctrl+F12"] = diff(before, whole())
 shot.render_hook = False
