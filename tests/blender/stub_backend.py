@@ -180,6 +180,16 @@ class StubBackend:
 
             def do_GET(self):
                 stub.requests.append(("GET", self.path))
+                if self.path.startswith("/html/"):  # stands in for another web server on the Backend URL
+                    page = (b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body><h1>Not Found"
+                            b"</h1><p>The requested URL was not found on this server.</p><hr><address>Apache/2.4"
+                            b"</address></body></html>")
+                    self.send_response(404)
+                    self.send_header("Content-Type", "text/html")
+                    self.send_header("Content-Length", str(len(page)))
+                    self.end_headers()
+                    self.wfile.write(page)
+                    return None
                 if self.path == contract.ROUTE_VERSION:
                     return self._send(200, {"backend_version": "0.0-stub", "protocol_version": stub.protocol,
                                             "pass_schema_version": contract.PASS_SCHEMA_VERSION, "device": "cpu",

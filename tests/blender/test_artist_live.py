@@ -57,6 +57,7 @@ def test_what_the_artist_sees_while_rendering(run_scenario, tmp_path):
     assert "neurender.copy_message" in r["error_buttons"] and "neurender.open_log" in r["error_buttons"]
     assert r["missing_error"] in r["clipboard"] and "missing.safetensors" in r["clipboard"]
     assert "not a web address" in r["bad_url_error"] and "unknown url type" not in r["bad_url_error"]
+    assert "not as a neurender backend" in r["html_error"] and "<" not in r["html_error"], r["html_error"]
 
     assert r["free"] == ["FINISHED"] and stub.freed == 1 and "unloaded its models" in r["free_message"]
     assert r["connect_again"] == ["FINISHED"] and "cn_normal.safetensors does not exist" in r["connect_error"]

@@ -108,6 +108,12 @@ try:
 except RuntimeError:
     pass
 out["bad_url_error"] = status.error
+prefs.backend_url = config["url"] + "/html"  # another web server answers with its HTML 404 page
+try:
+    bpy.ops.neurender.connect()
+except RuntimeError:
+    pass
+out["html_error"] = status.error
 prefs.backend_url = config["url"]
 
 # -- Free VRAM, and Connect checks the model paths of the preferences ----------------------------------------------
