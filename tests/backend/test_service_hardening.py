@@ -584,3 +584,39 @@ def test_a_405_lists_every_method_of_the_path(tmp_path):
             assert r.status_code == 405 and r.json()["error_kind"] == "method_not_allowed", (method, path, r.text)
             assert r.headers["allow"] == allowed, (method, path)
             assert method in r.json()["detail"]
+
+
+# ---- item 6: RenderSettings published in the OpenAPI spec as a typed object -------------------------------------
+
+
+def test_openapi_publishes_render_settings_as_a_typed_object_generated_from_the_contract(tmp_path):
+    import dataclasses
+
+    import jsonschema
+
+    from neurender.contract import CONTROL_KINDS, DTYPES, SCHEDULERS, RenderSettings
+
+    with LiveServer(create_app(make_config(tmp_path), runner=run_fake_render)) as server, \
+            httpx.Client(base_url=server.url) as client:
+        spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    settings = schemas["JobRequest"]["properties"]["settings"]
+    assert settings["type"] == "object" and settings["additionalProperties"] is False
+    props = settings["properties"]
+    defaults = RenderSettings()
+    assert set(props) == {f.name for f in dataclasses.fields(RenderSettings)}
+    json_type = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
+    for name, schema in props.items():
+        value = getattr(defaults, name)
+        assert schema["type"] == json_type[type(value)], name
+        assert schema["default"] == (value if not isinstance(value, list) else []), name
+    assert props["scheduler"]["enum"] == list(SCHEDULERS) and props["dtype"]["enum"] == list(DTYPES)
+    assert props["controlnets"]["items"]["properties"]["kind"]["enum"] == list(CONTROL_KINDS)
+    assert props["controlnets"]["items"]["required"] == ["kind", "model"]
+    assert props["loras"]["items"]["properties"]["weight"] == {"type": "number", "default": 1.0}
+    assert schemas["JobModel"]["properties"]["settings"]["properties"] == props  # the answers carry the same
+    # the contract's own settings validate against it; an unknown key or a wrong type does not
+    jsonschema.validate(defaults.to_dict(), settings)
+    for bad in ({"stepz": 3}, {"steps": "20"}, {"scheduler": "turbo"}, {"controlnets": [{"kind": "depth"}]}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, settings)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from neurender.contract import ERROR_STATUS
+from neurender.server.settings_schema import render_settings_schema
+
+SettingsJSON = Annotated[dict[str, Any], WithJsonSchema(render_settings_schema())]
+"""RenderSettings as JSON: validated by the contract (``RenderSettings.from_dict``), published with its typed schema."""
 
 
 class ProgressModel(BaseModel):
@@ -34,7 +38,7 @@ class JobModel(BaseModel):
     frame_start: int
     frame_end: int
     out_dir: str
-    settings: dict[str, Any]
+    settings: SettingsJSON
 
 
 class JobListModel(BaseModel):
@@ -58,7 +62,7 @@ class FreeModel(BaseModel):
 class JobRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pass_dir: str = Field(description="absolute path of a pass folder inside one of the server's roots")
-    settings: dict[str, Any] = Field(default_factory=dict, description="RenderSettings as JSON")
+    settings: SettingsJSON = Field(default_factory=dict, description="RenderSettings as JSON")
     out_dir: Optional[str] = Field(default=None, description="absolute output folder inside the roots (optional)")
 
 
