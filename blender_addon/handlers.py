@@ -20,7 +20,7 @@ from typing import Optional
 import bpy
 from bpy.app.handlers import persistent
 
-from . import pass_export, session
+from . import headless, pass_export, preflight, session
 from . import neurender_contract as contract
 
 log = logging.getLogger(__name__)
@@ -110,14 +110,21 @@ def complete(job: dict) -> None:
     scene = bpy.data.scenes.get(job["scene"])
     if scene is None:
         return
-    try:
-        folder = pass_export.pass_dir(scene)
-        with suspended():
-            manifest = pass_export.export_passes(scene, job["start"], job["end"], folder=folder)
-        wait = bpy.app.background and scene.neurender.wait_headless
-        session.submit_job(scene, manifest.frame_start, manifest.frame_end, wait=wait if bpy.app.background else None)
-    except (contract.ContractError, OSError, RuntimeError) as exc:
-        session.set_message("", f"Neural render not submitted: {exc}")
+
+    def proceed(scene) -> None:
+        try:
+            folder = pass_export.pass_dir(scene)
+            with suspended():
+                manifest = pass_export.export_passes(scene, job["start"], job["end"], folder=folder)
+            wait = bpy.app.background and scene.neurender.wait_headless
+            session.submit_job(scene, manifest.frame_start, manifest.frame_end,
+                               wait=wait if bpy.app.background else None)
+        except (contract.ContractError, OSError, RuntimeError) as exc:
+            session.set_message("", f"Neural render not submitted: {exc}")
+
+    preflight.run(scene, job["start"], job["end"], proceed)  # nothing is rendered when a check fails
+    if bpy.app.background:  # `blender -b -a`: the exit code tells a farm manager whether the neural render worked
+        headless.judge(scene.neurender.wait_headless)
 
 
 _HANDLERS = (

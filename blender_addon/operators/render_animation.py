@@ -1,11 +1,21 @@
-"""Render the animation's passes (from a temporary scene, never the artist's render) and submit them; the render hook
-setting is never changed."""
+"""Render the animation's passes (from a temporary scene, never the artist's render) after the pre-flight, and submit
+them; the render hook setting is never changed."""
 
 import bpy
 
-from .. import advice, handlers, pass_export, preferences, properties, session
+from .. import advice, handlers, pass_export, preferences, preflight, session
 from .. import neurender_contract as contract
 from .watch import start_watch
+
+
+def render_and_submit(scene, frame_start: int, frame_end: int) -> None:
+    """After the pre-flight (main thread): the passes of the range, then the job; failures become the status."""
+    try:
+        with handlers.suspended():
+            pass_export.export_passes(scene, frame_start, frame_end)
+        session.submit_job(scene, frame_start, frame_end)
+    except (contract.ContractError, OSError, RuntimeError) as exc:
+        session.set_message("", str(exc))
 
 
 class NEURENDER_OT_render_animation(bpy.types.Operator):
@@ -15,21 +25,12 @@ class NEURENDER_OT_render_animation(bpy.types.Operator):
 
     def execute(self, context):
         scene = context.scene
-        try:
-            properties.to_settings(scene, preferences.get(context))
-        except contract.ContractError as exc:
-            self.report({"ERROR"}, f"Bad settings: {exc}")
-            return {"CANCELLED"}
-        advice.report(self, scene, preferences.get(context))  # random weights, no ControlNet...: said, not refused
-        try:
-            with handlers.suspended():
-                pass_export.export_passes(scene, scene.frame_start, scene.frame_end)
-            session.submit_job(scene, scene.frame_start, scene.frame_end)
-        except (contract.ContractError, OSError, RuntimeError) as exc:
-            self.report({"ERROR"}, str(exc))
-            return {"CANCELLED"}
+        first, last = scene.frame_start, scene.frame_end
+        advice.report(self, context.scene, preferences.get(context))  # said, not refused
+        error = preflight.run(scene, first, last, lambda s: render_and_submit(s, first, last))
         status = context.window_manager.neurender
-        if bpy.app.background and status.error:
-            self.report({"ERROR"}, status.error)
+        error = error or (status.error if bpy.app.background else "")  # background: everything ran inline
+        if error:
+            self.report({"ERROR"}, error)
             return {"CANCELLED"}
         return start_watch(self, context)
