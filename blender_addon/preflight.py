@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 import bpy
 
-from . import client, pass_export, preferences, properties, session
+from . import client, messages, pass_export, preferences, properties, session
 from . import neurender_contract as contract
 
 log = logging.getLogger(__name__)
@@ -87,8 +87,7 @@ def local_checks(scene, prefs, frame_start: int, frame_end: int) -> "contract.Re
         named.append(("reference image", getattr(settings, "reference_image", "")))
         for label, path in named:
             if path and not os.path.exists(path):
-                raise PreflightError(f"A model could not be loaded: the {label} {path} does not exist, so fix the "
-                                     "path in the Neural Render panel or the add-on preferences.")
+                raise PreflightError(messages.word("model_missing", f"the {label} {path} does not exist"))
     root = pass_export.output_root(scene)
     problem = writable_folder_error(root)
     if problem:

@@ -37,8 +37,8 @@ def result(addon_zip, tmp_path_factory):
 EXPECTED = {
     "unreachable": ["cannot be reached"],
     "mismatch": ["protocol 99", "speaks 1"],
-    "model_missing": ["model could not be loaded", "checkpoint", "nowhere"],
-    "controlnet_missing": ["model could not be loaded", "ControlNet", "sd15.safetensors.cn"],
+    "model_missing": ["model file", "does not exist", "checkpoint", "nowhere"],
+    "controlnet_missing": ["model file", "does not exist", "ControlNet", "sd15.safetensors.cn"],
     "output_unwritable": ["output folder", "cannot be written", "is a file"],
     "no_camera": ["no active camera"],
     "too_many_frames": ["20001 frames", "1 to 10000"],
