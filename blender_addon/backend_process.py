@@ -2,7 +2,10 @@
 
 Started from the backend's own Python environment (``<env>/bin/neurender``), never inside Blender's Python.
 Its log goes to a file in the extension's user directory; ``poll()`` tells when it died, ``stop()`` ends it
-(also called on unregister and at interpreter exit).
+(also called on unregister and at interpreter exit) without waiting on the caller's thread: the process is asked
+to stop (SIGTERM) and a daemon thread reaps it, killing it after a grace period. The backend is started with
+``--exit-with-parent <Blender's pid>``, so it also exits when Blender dies without stopping it (a crash,
+``kill -9``, a farm manager ending the job).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Optional
 
@@ -60,7 +64,8 @@ class LocalBackend:
         os.makedirs(data_dir, exist_ok=True)
         self.port = port or free_port()
         self.log_path = os.path.join(data_dir, "serve.log")
-        cmd = [exe, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", data_dir, "--root", root]
+        cmd = [exe, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", data_dir, "--root", root,
+               "--exit-with-parent", str(os.getpid())]
         for folder in sorted({f for f in model_roots if f}):
             cmd += ["--model-root", folder]
         env = dict(os.environ)
@@ -78,7 +83,7 @@ class LocalBackend:
             self._log_file = None
             raise
         self.exit_reported = False
-        atexit.register(self.stop)
+        atexit.register(self._stop_at_exit)
         return self.url
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
@@ -111,20 +116,40 @@ class LocalBackend:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, wait: bool = False) -> None:
+        """Ask the backend to stop; returns at once (``wait``: block up to ``timeout`` s, then kill, e.g. at exit).
+        A backend still running after ``timeout`` is killed by the reaper thread."""
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             log.info("stopping local backend (pid %d)", proc.pid)
-            proc.terminate()
             try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout)
+                proc.terminate()
+            except OSError:  # already gone
+                pass
+            if wait:
+                _reap(proc, timeout)
+            else:
+                threading.Thread(target=_reap, args=(proc, timeout), name="neurender-backend-reaper",
+                                 daemon=True).start()
         if self._log_file is not None:
-            self._log_file.close()
+            self._log_file.close()  # the child keeps its own handle
             self._log_file = None
         try:
-            atexit.unregister(self.stop)
+            atexit.unregister(self._stop_at_exit)
         except Exception:  # noqa: BLE001
+            pass
+
+    def _stop_at_exit(self) -> None:
+        self.stop(timeout=2.0, wait=True)  # no UI any more; the parent watch covers a backend that ignores it
+
+
+def _reap(proc: subprocess.Popen, timeout: float) -> None:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("local backend (pid %d) did not stop within %.0f s; killing it", proc.pid, timeout)
+        proc.kill()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
             pass

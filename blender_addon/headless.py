@@ -66,7 +66,7 @@ def _exit_failed() -> None:
     try:
         st = session._state
         if st is not None:
-            st.local.stop(timeout=2.0)
+            st.local.stop(timeout=2.0, wait=True)
     except Exception:  # noqa: BLE001 - exiting anyway
         pass
     log.error("neurender: exit code %d: %s", EXIT_NEURAL_FAILED, _failure)

@@ -262,7 +262,12 @@ def main() -> int:
     ap.add_argument("--data-dir")
     ap.add_argument("--root")
     ap.add_argument("--model-root", action="append", default=[])
+    ap.add_argument("--exit-with-parent", type=int, default=0)
     args = ap.parse_args()
+    if args.exit_with_parent:  # as neurender serve: gone when the Blender that started it is gone
+        import parent_watch
+
+        parent_watch.watch(args.exit_with_parent)
     stub = StubBackend(step_delay=float(os.environ.get("STUB_STEP_DELAY", "0.01")),
                        lockstep=bool(os.environ.get("STUB_LOCKSTEP")))
     stub.start(args.port)

@@ -21,6 +21,8 @@ def test_local_backend_lifecycle(run_scenario, tmp_path):
     args = r["args"]  # the folders of the preferences' models are allowed as model paths on the local backend
     roots = [args[i + 1] for i, a in enumerate(args) if a == "--model-root"]
     assert roots == ["/models/controlnets", "/models/sd15"]
+    i = args.index("--exit-with-parent")  # it exits when this Blender dies
+    assert args[i + 1] == str(r["self_pid"])
     assert "CHILD_ALIVE_AFTER_DISABLE False" in r["_log"]
 
 

@@ -53,6 +53,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                         f"days; an out_dir chosen by the client is never touched; 0 keeps them (default {defaults.keep_days:g})")
     # For tests and benchmarks of the HTTP layer: "module:function" with run_render's signature.
     p.add_argument("--runner", default="", help=argparse.SUPPRESS)
+    p.add_argument("--exit-with-parent", type=int, default=0, metavar="PID",
+                   help="stop when the process PID (the Blender that started this backend) is gone")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_serve)
     return p
@@ -101,6 +103,10 @@ def make_pipeline_cache() -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if getattr(args, "exit_with_parent", 0):  # first: the parent may die while the imports below run
+        from neurender.parent_watch import watch
+
+        watch(args.exit_with_parent)
     import uvicorn
 
     from neurender.contract import ContractError

@@ -2,6 +2,7 @@
 
 import os
 import sys
+import time
 
 import common
 
@@ -26,6 +27,7 @@ local = mod.session.state().local
 out["url"] = local.url
 out["pid"] = local.proc.pid if local.proc else None
 out["args"] = list(local.proc.args) if local.proc else []
+out["self_pid"] = os.getpid()
 versions = mod.session.make_client().version()
 out["version"] = versions.get("backend_version")
 
@@ -38,10 +40,13 @@ out["died_connected"] = status.connected
 bpy.ops.neurender.connect()  # restarts it
 pid2 = local.proc.pid
 out["restarted"] = local.running and pid2 != out["pid"]
-common.finish(out)  # disables the add-on: the child must be gone afterwards
-try:
-    os.kill(pid2, 0)
-    alive = True
-except OSError:
-    alive = False
+common.finish(out)  # disables the add-on: the child must be gone soon afterwards (stopping does not wait for it)
+deadline = time.monotonic() + 5.0
+alive = True
+while alive and time.monotonic() < deadline:
+    try:
+        os.kill(pid2, 0)
+        time.sleep(0.05)
+    except OSError:
+        alive = False
 print("CHILD_ALIVE_AFTER_DISABLE", alive, flush=True)
