@@ -160,6 +160,12 @@ class Client:
     def free_models(self) -> dict:
         return self._request("POST", contract.ROUTE_FREE, {})
 
+    def control_png(self, job_id: str, kind: str, frame: int) -> bytes:
+        """``GET /jobs/{id}/controls/{kind}/{frame}``: a control image the job derived (``not_found`` if none)."""
+        route = contract.ROUTE_JOB_CONTROL.format(job_id=urllib.parse.quote(job_id, safe=""),
+                                                  kind=urllib.parse.quote(kind, safe=""), frame=int(frame))
+        return self._request("GET", route, raw=True)
+
     def preview_png(self, job_id: str) -> tuple[int, bytes]:
         """``GET /jobs/{id}/preview``: (the denoising step it shows, PNG bytes); ``not_found`` before the first."""
         route = contract.ROUTE_JOB_PREVIEW.format(job_id=urllib.parse.quote(job_id, safe=""))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import tempfile
 from typing import Optional
 
 import bpy
@@ -422,17 +423,10 @@ def free_vram() -> None:
 CONTROL_IMAGE = "Neural Render {kind}"
 
 
-def load_control_images(scene, frame: int) -> list:
-    """Load the control images the backend derived for ``frame`` of the latest render into ``bpy.data.images``
-    (``Neural Render depth`` ...; reloaded in place); RuntimeError with the reason when there are none."""
-    status = _status()
-    out_dir = (status.out_dir if status is not None and status.out_dir else "") or pass_export.frames_dir(scene)
-    folder = os.path.join(out_dir, *contract.CONTROLS_DIR.split("/"))
+def _load_images(paths: dict) -> list:
+    """Main thread: ``{kind: png path}`` as the images ``Neural Render <kind>`` (reloaded in place)."""
     images = []
-    for kind in contract.CONTROL_KINDS:
-        path = os.path.join(folder, contract.CONTROL_FILE_PATTERN.format(kind=kind, frame=frame))
-        if not os.path.isfile(path):
-            continue
+    for kind, path in paths.items():
         name = CONTROL_IMAGE.format(kind=kind)
         image = bpy.data.images.get(name)
         if image is None:
@@ -442,10 +436,59 @@ def load_control_images(scene, frame: int) -> list:
             image.filepath = path
             image.reload()
         images.append(image)
-    if not images:
-        raise RuntimeError(f"No control images for frame {frame} in {folder}: the backend writes them during a "
-                           "neural render that uses ControlNets, when it shares this computer's disk")
     return images
+
+
+def show_control_images(scene, frame: int, on_done) -> None:
+    """Load the control images the backend derived for ``frame`` of the latest render into ``bpy.data.images``
+    (``Neural Render depth`` ...) and call ``on_done(images, error)`` on the main thread. They are read from the
+    output folder where the backend shares this disk, else fetched over HTTP on the worker (a remote backend)."""
+    status = _status()
+    out_dir = (status.out_dir if status is not None and status.out_dir else "") or pass_export.frames_dir(scene)
+    folder = os.path.join(out_dir, *contract.CONTROLS_DIR.split("/"))
+    local = {kind: os.path.join(folder, contract.CONTROL_FILE_PATTERN.format(kind=kind, frame=frame))
+             for kind in contract.CONTROL_KINDS}
+    local = {kind: path for kind, path in local.items() if os.path.isfile(path)}
+    none = RuntimeError(f"No control images for frame {frame}: the backend derives them during a neural render "
+                        "that uses ControlNets (render this frame first)")
+    if local:
+        on_done(_load_images(local), None)
+        return
+    job_id = status.job_id if status is not None else ""
+    try:
+        c = make_client() if job_id else None
+    except client.BackendError:
+        c = None
+    if c is None:
+        on_done([], none)
+        return
+    target = os.path.join(tempfile.gettempdir(), f"neurender-controls-{os.getpid()}")
+
+    def work():
+        got = {}
+        for kind in contract.CONTROL_KINDS:
+            try:
+                data = c.control_png(job_id, kind, frame)
+            except client.BackendError as exc:
+                if exc.kind == "not_found":
+                    continue
+                raise
+            os.makedirs(target, exist_ok=True)
+            path = os.path.join(target, contract.CONTROL_FILE_PATTERN.format(kind=kind, frame=frame))
+            with open(path, "wb") as f:
+                f.write(data)
+            got[kind] = path
+        return got
+
+    def done(got, err):
+        if err is not None:
+            on_done([], err)
+        elif not got:
+            on_done([], none)
+        else:
+            on_done(_load_images(got), None)
+
+    state().worker.submit(work, done)
 
 
 # -- main-thread queue and pump ---------------------------------------------------------------------------------

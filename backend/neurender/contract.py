@@ -767,6 +767,8 @@ JOB_FINAL_STATES = (JOB_DONE, JOB_FAILED, JOB_CANCELLED)
 #   GET    /jobs/{id}/frames/{n}   -> image/png of finished frame n (Blender frame number)
 #   GET    /jobs/{id}/preview      -> image/png: a small contact sheet of the predicted frames at the latest denoising
 #                                     step (``Progress.preview_step`` says which; 404 until the first step)
+#   GET    /jobs/{id}/controls/{kind}/{n} -> image/png: the control image of ``kind`` (CONTROL_KINDS) the job derived
+#                                     for frame n (404 until it is derived, or for a kind the job does not use)
 #   GET    /jobs/{id}/events       -> text/event-stream of Job snapshots (optional; polling works on its own)
 #   DELETE /jobs/{id}              -> Job (a queued job is cancelled at once, a running one at its next step)
 #   POST   /models/free            -> {"freed": true}
@@ -784,6 +786,7 @@ ROUTE_JOB_FRAME = "/jobs/{job_id}/frames/{frame}"
 ROUTE_JOB_EVENTS = "/jobs/{job_id}/events"
 ROUTE_JOB_UPLOAD = "/jobs/upload"
 ROUTE_JOB_PREVIEW = "/jobs/{job_id}/preview"
+ROUTE_JOB_CONTROL = "/jobs/{job_id}/controls/{kind}/{frame}"
 PREVIEW_HEADER = "X-Neurender-Preview-Step"
 """The preview response carries the denoising step it shows in this header."""
 ROUTE_FREE = "/models/free"

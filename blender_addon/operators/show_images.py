@@ -38,12 +38,21 @@ class NEURENDER_OT_show_controls(bpy.types.Operator):
                      "frame (of the latest neural render) as images, to check what the ControlNets see"
 
     def execute(self, context):
-        try:
-            images = session.load_control_images(context.scene, context.scene.frame_current)
-        except (OSError, RuntimeError, ValueError) as exc:
-            self.report({"ERROR"}, str(exc))
+        result = {}
+
+        def shown(images, err) -> None:
+            result.update(images=images, err=err)
+            if err is not None:
+                session.set_message("", session._artist_message(err) if hasattr(err, "kind") else str(err))
+            else:
+                if images:  # may run later (a remote backend): the context of the click is gone by then
+                    _show_in_image_editor(bpy.context, images[0])
+                session.set_message("Loaded " + ", ".join(i.name for i in images))
+
+        session.show_control_images(context.scene, context.scene.frame_current, shown)
+        if result.get("err") is not None:  # known at once (local files, or background mode)
+            self.report({"ERROR"}, str(result["err"]))
             return {"CANCELLED"}
-        if images:
-            _show_in_image_editor(context, images[0])
-        self.report({"INFO"}, "Loaded " + ", ".join(i.name for i in images))
+        if result.get("images"):
+            self.report({"INFO"}, "Loaded " + ", ".join(i.name for i in result["images"]))
         return {"FINISHED"}

@@ -113,10 +113,10 @@ def main(argv=None) -> int:
         # what the artist saw (issue 11): the backend's own random-weights flag, the device Auto picked, the live
         # preview image, and the control images the backend derived (Show Control Images)
         preview = bpy.data.images.get(mod.live.PREVIEW_IMAGE)
-        try:
-            controls = [i.name for i in mod.session.load_control_images(scene, scene.frame_start)]
-        except RuntimeError as exc:
-            controls = [str(exc)]
+        shown = {}
+        mod.session.show_control_images(scene, scene.frame_start, lambda images, err: shown.update(
+            names=[i.name for i in images], err=err))  # blocking in background mode: answered at once
+        controls = shown.get("names") or [str(shown.get("err"))]
         result.update(random_weights=status.random_weights, job_device=status.job_device, message=status.message,
                       preview_step=status.preview_step, preview_size=list(preview.size) if preview else None,
                       controls=controls, progress=status.progress)

@@ -95,7 +95,7 @@ def test_preview_route_serves_the_latest_preview(tmp_path, monkeypatch):
 def test_served_jobs_write_the_control_images_the_addon_shows(tmp_path, monkeypatch):
     """``neurender serve`` asks the runner for the control images (the CLI's --save-controls) inside the job's
     output folder, at CONTROLS_DIR with CONTROL_FILE_PATTERN: the add-on's "Show Control Images" reads them there."""
-    from neurender.contract import CONTROL_FILE_PATTERN, CONTROLS_DIR
+    from neurender.contract import CONTROL_FILE_PATTERN, CONTROLS_DIR, ROUTE_JOB_CONTROL
 
     monkeypatch.setenv(STEP_SECONDS_ENV, "0.0")
     passes = write_fake_pass_folder(tmp_path / "shot", frames=2)
@@ -112,8 +112,23 @@ def test_served_jobs_write_the_control_images_the_addon_shows(tmp_path, monkeypa
         deadline = time.monotonic() + 20
         while client.get(f"/jobs/{job['id']}").json()["state"] not in ("done", "failed") and time.monotonic() < deadline:
             time.sleep(0.02)
-    assert specs and specs[0].save_controls is not None
-    assert specs[0].save_controls == specs[0].out_dir / CONTROLS_DIR
+        assert specs and specs[0].save_controls is not None
+        assert specs[0].save_controls == specs[0].out_dir / CONTROLS_DIR
+        route = ROUTE_JOB_CONTROL.format(job_id=job["id"], kind="depth", frame=1)
+        answer = client.get(route)  # the fake runner derives none
+        assert answer.status_code == 404 and answer.json()["error_kind"] == "not_found"
+        # what the real runner writes there is served to a client on another computer (the add-on's upload mode)
+        folder = specs[0].save_controls
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 6), (200, 10, 10)).save(folder / CONTROL_FILE_PATTERN.format(kind="depth", frame=1))
+        answer = client.get(route)
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+        with Image.open(io.BytesIO(answer.content)) as im:
+            assert im.size == (8, 6)
+        for bad in (ROUTE_JOB_CONTROL.format(job_id=job["id"], kind="albedo", frame=1),
+                    ROUTE_JOB_CONTROL.format(job_id=job["id"], kind="depth", frame=2),
+                    ROUTE_JOB_CONTROL.format(job_id="nope", kind="depth", frame=1)):
+            assert client.get(bad).status_code == 404, bad
     assert CONTROL_FILE_PATTERN.format(kind="depth", frame=3) == "depth_0003.png"
 
 

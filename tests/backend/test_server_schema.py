@@ -32,6 +32,7 @@ def live(tmp_path_factory):
 OPERATIONS = [
     ("GET", "/version"), ("POST", "/jobs"), ("POST", "/jobs/upload"), ("GET", "/jobs"), ("GET", "/jobs/{job_id}"),
     ("DELETE", "/jobs/{job_id}"), ("GET", "/jobs/{job_id}/frames/{frame}"), ("GET", "/jobs/{job_id}/events"),
+    ("GET", "/jobs/{job_id}/controls/{kind}/{frame}"),
     ("POST", "/models/free"),
 ]
 

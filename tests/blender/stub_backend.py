@@ -44,6 +44,7 @@ class StubBackend:
         self.token = token
         self.lockstep = lockstep
         self.previews: dict[str, tuple[int, bytes]] = {}
+        self.controls: dict[tuple[str, str, str], bytes] = {}  # (job id, kind, frame) -> PNG, lockstep mode
         self.freed = 0
         self.jobs: dict[str, dict] = {}
         self.cancel: dict[str, threading.Event] = {}
@@ -102,6 +103,9 @@ class StubBackend:
             job["progress"].update(frames_total=len(frames), steps_total=settings.steps, phase="loading",
                                    device="cpu", dtype="float32", random_weights=not settings.model)
         time.sleep(self.step_delay)
+        for unit in settings.controlnets:  # the control images it "derived" (kept in memory: served over HTTP)
+            for i, frame in enumerate(frames):
+                self.controls[(job_id, unit.kind, str(frame))] = png_bytes(12, 10, 60 * i + len(unit.kind))
         with self.lock:
             job["progress"].update(phase="denoise")
         for step in range(1, settings.steps + 1):
@@ -203,6 +207,15 @@ class StubBackend:
                 if len(parts) == 2 and parts[0] == "jobs" and parts[1] in stub.jobs:
                     with stub.lock:
                         return self._send(200, json.loads(json.dumps(stub.jobs[parts[1]])))
+                if (len(parts) == 5 and parts[0] == "jobs" and parts[2] == "controls"
+                        and (parts[1], parts[3], parts[4]) in stub.controls):  # served, not on this disk
+                    data = stub.controls[(parts[1], parts[3], parts[4])]
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/png")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return None
                 if len(parts) == 3 and parts[0] == "jobs" and parts[2] == "preview" and parts[1] in stub.previews:
                     step, data = stub.previews[parts[1]]
                     self.send_response(200)

@@ -48,6 +48,9 @@ def test_what_the_artist_sees_while_rendering(run_scenario, tmp_path):
     assert settings["reference_image"].endswith("ref.png") and os.path.isabs(settings["reference_image"])
     assert [(u["kind"], u["weight"]) for u in settings["controlnets"]] == [("depth", 1.0), ("edges", 0.6)]
     assert settings["device"] == "auto" and settings["dtype"] == "auto"
+    # the control images of the current frame, fetched from the backend (GET /jobs/{id}/controls/{kind}/{frame})
+    assert r["show_controls"] == ["FINISHED"]
+    assert r["control_images"] == {"Neural Render depth": [12, 10], "Neural Render edges": [12, 10]}
 
     # a missing model: the kind's sentence, wrapped in red, Copy Message / Open Log beside it, no CLI flags
     assert r["missing"][0] == "RuntimeError"

@@ -14,9 +14,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from neurender.contract import (
+    CONTROL_FILE_PATTERN,
+    CONTROL_KINDS,
+    CONTROLS_DIR,
     FRAME_FILE_PATTERN,
     JOB_FINAL_STATES,
     PREVIEW_HEADER,
+    ROUTE_JOB_CONTROL,
     ROUTE_JOB_EVENTS,
     ROUTE_JOB_FRAME,
     ROUTE_JOB_PREVIEW,
@@ -58,6 +62,20 @@ def get_preview(job_id: str, service: ServiceDep) -> Response:
         raise ServiceRefusal(f"job {job_id} has no preview yet", kind=ErrorKind.NOT_FOUND) from None
     step = int((record.progress or {}).get("preview_step", 0))
     return Response(data, media_type="image/png", headers={PREVIEW_HEADER: str(step), "Cache-Control": "no-store"})
+
+
+@router.get(ROUTE_JOB_CONTROL, responses=png_answer("a control image the job derived from the passes"),
+            response_class=FileResponse)
+def get_control(job_id: str, kind: str, frame: int, service: ServiceDep) -> FileResponse:
+    """The control image (depth, normal, edges) a job derived for one frame: what its ControlNets saw."""
+    record = service.job_or_404(job_id)
+    if kind not in CONTROL_KINDS:
+        raise ServiceRefusal(f"{kind!r} is not a control kind ({', '.join(CONTROL_KINDS)})", kind=ErrorKind.NOT_FOUND)
+    folder = os.path.realpath(os.path.join(record.out_dir, *CONTROLS_DIR.split("/")))
+    path = os.path.realpath(os.path.join(folder, CONTROL_FILE_PATTERN.format(kind=kind, frame=frame)))
+    if os.path.dirname(path) != folder or not os.path.isfile(path):
+        raise ServiceRefusal(f"job {job_id} has no {kind} control image for frame {frame}", kind=ErrorKind.NOT_FOUND)
+    return FileResponse(path, media_type="image/png")
 
 
 @router.get(

@@ -85,6 +85,10 @@ out["real_message"] = status.message
 out["real_random"] = status.random_weights
 record = panel_record.draw_all(mod, bpy)
 out["real_red"] = panel_record.texts(record, alert=True)
+# Show Control Images: not on this disk (the stub keeps them in memory), so fetched over HTTP from the backend
+out["show_controls"] = sorted(bpy.ops.neurender.show_controls())
+out["control_images"] = {i.name: list(i.size) for i in bpy.data.images if i.name.startswith("Neural Render ")
+                         and i.name != mod.live.PREVIEW_IMAGE}
 
 # -- errors: worded by kind, wrapped, the full text copied -------------------------------------------------------
 shot.model = os.path.join(models, "nowhere", "missing.safetensors")
