@@ -111,6 +111,8 @@ for name, kw in (("connect", {}), ("free_vram", {}), ("add_suggested_controls", 
     except RuntimeError as e:  # a refusal is reported, not a change
         changes.setdefault("refused", []).append(f"{name}: {e}")
     changes[name] = diff(before, whole())
+shot.controlnets.clear()  # the shot as before those buttons (units without models would stop the next render)
+shot.steps, shot.scheduler, shot.guidance_scale, shot.deflicker_preset = 2, "dpmpp_2m", 7.5, "STANDARD"
 bpy.ops.render.render(animation=True)  # a second Ctrl+F12
 changes["second Ctrl+F12"] = diff(before, whole())
 shot.render_hook = False
