@@ -8,6 +8,14 @@ Each measurement runs in its own subprocess so peak RSS is that measurement's ow
 
 Targets (issue #2): `first+prev` at most 1.15x the plain pipeline per frame; peak RSS of 16 vs 64 frames within 10%.
 
+Motion module and few-step rows (issue #14, `--motion-rows`, on by default), the same model with a random AnimateDiff
+MotionAdapter of its widths, consistency off so the rows show the motion module's own cost:
+  * motion module, one context (the shot fits one window) and two windows (context length and overlap chosen so that
+    the shot takes exactly two windows; the overlap's frames are evaluated twice, the window layout is printed),
+  * the 4-step tier: `--scheduler lcm --steps 4 --guidance 1` (no CFG), next to the baseline's steps with CFG,
+  * peak RSS of a motion-module render of 16 vs 64 frames (context 16, overlap 4).
+Targets (issue #14): motion module at most 1.3x the plain pipeline per frame; memory 16 vs 64 frames within 10%.
+
     .venv/bin/python scripts/bench_core.py                 # tiny + mid models (a few minutes on 2 cores)
     .venv/bin/python scripts/bench_core.py --sizes tiny    # quick
 """
@@ -65,11 +73,12 @@ def child(spec: dict) -> dict:
                  generator=torch.Generator("cpu").manual_seed(0), output_type="np")
         seconds = time.perf_counter() - t0
     else:
-        settings = RenderSettings(
+        fields = dict(
             prompt="a stone statue in a garden", steps=steps, model=str(model_dir), width=width, height=height,
             controlnets=[ControlNetUnit(kind="depth", model=str(cn))], consistency=spec["mode"],
             batch_size=spec.get("batch", 4), scheduler="dpmpp_2m",
         )
+        settings = RenderSettings(**{**fields, **spec.get("extra", {})})
         marks = {}
 
         def progress(p):
@@ -112,6 +121,32 @@ def _warp_error(pass_dir: Path, out: Path, frames: list, height: int, width: int
     return float(np.nanmean(warp_errors(images, exact_motion(pass_dir, frames, height, width))))
 
 
+def _motion_variants(folder: Path, model_dir: Path, frames: int) -> dict[str, tuple[dict, str]]:
+    """name -> (settings overrides, row label) of the issue #14 rows; writes a random MotionAdapter of the model's
+    widths (float16 on disk, like the model) to ``folder/motion-adapter``."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from neurender.models.motion import random_motion_adapter
+
+    adapter_dir = folder / "motion-adapter"
+    config = dict(UNet2DConditionModel.load_config(model_dir / "unet"))
+    random_motion_adapter(config, seed=0).to(torch.float16).save_pretrained(adapter_dir)
+    from neurender.engine.motion_windows import context_windows
+
+    overlap = max(2, frames // 4)  # two windows sharing `overlap` frames (8 frames: 0-4 and 3-7)
+    length = (frames + overlap + 1) // 2
+    layout = " + ".join(f"{w[0]}-{w[-1]}" for w in context_windows(frames, length, overlap))
+    mm = {"motion_module": str(adapter_dir)}
+    return {
+        "motion-1": ({**mm, "context_length": max(frames, 2), "context_overlap": 0},
+                     f"motion module, one context of {frames}"),
+        "motion-2": ({**mm, "context_length": length, "context_overlap": overlap},
+                     f"motion module, 2 windows ({layout})"),
+        "lcm-4": ({"scheduler": "lcm", "steps": 4, "guidance_scale": 1.0}, "4-step tier (lcm, 4 steps, no CFG)"),
+    }
+
+
 def run_child(spec: dict) -> dict:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True, env=env)
@@ -129,6 +164,8 @@ def main() -> int:
     ap.add_argument("--mem-frames", default="16,64", help="short,long shot for the memory check")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repetitions per variant (median)")
     ap.add_argument("--modes", default="off,first,first+prev,window,keyframes")
+    ap.add_argument("--motion-rows", default="on", choices=("on", "off", "only"),
+                    help="motion module / 4-step rows (issue #14); 'only' skips the consistency-mode rows")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
@@ -150,11 +187,19 @@ def main() -> int:
                 passes[n] = work / f"passes-{width}x{height}-{n}"
                 write_synthetic_pass_folder(passes[n], frames=n, width=width, height=height)
             base = {"model": str(models.model), "steps": args.steps, "width": width, "height": height, "tmp": str(work)}
-            modes = args.modes.split(",")
+            modes = [] if args.motion_rows == "only" else args.modes.split(",")
+            motion = {}
+            if args.motion_rows != "off":
+                motion = _motion_variants(work / size, models.model, args.frames)
             runs: dict[str, list[dict]] = {m: [] for m in ["plain", *modes]}
             for _ in range(args.repeats):  # interleaved, so a noisy minute hits every variant alike
-                for mode in runs:
-                    if mode == "plain":
+                for mode in [*runs, *motion]:
+                    if mode in motion:
+                        extra, _ = motion[mode]
+                        runs.setdefault(mode, []).append(run_child({
+                            **base, "kind": "neurender", "mode": "off", "frames": args.frames,
+                            "passes": str(passes[args.frames]), "extra": extra}))
+                    elif mode == "plain":
                         runs[mode].append(run_child({**base, "kind": "plain", "frames": args.frames}))
                     else:
                         runs[mode].append(run_child({**base, "kind": "neurender", "mode": mode, "frames": args.frames,
@@ -179,6 +224,31 @@ def main() -> int:
                 warp_text = f"   warp error {warp:.5f}" if warp is not None else ""
                 print(f"  {'neurender render --consistency ' + mode:<40} {median(mode, 'seconds_per_frame'):8.3f} s/frame "
                       f"{ratio:6.2f}x   peak RSS {median(mode, 'peak_rss_mb'):7.0f} MB{warp_text}{flag}")
+            for name, (extra, label) in motion.items():
+                ratio = median(name, "seconds_per_frame") / plain_s
+                flag = ""
+                if name.startswith("motion"):
+                    ok = ratio <= 1.3
+                    flag = "  target <= 1.3x: " + ("met" if ok else "MISSED")
+                    if not ok:
+                        failures.append(f"{size}: {name} {ratio:.2f}x")
+                else:  # the few-step tier against the usual 20-step CFG render (scaled from the baseline's steps)
+                    flag = f"  vs a 20-step CFG render (baseline x 20/{args.steps}): {plain_s * 20 / args.steps / median(name, 'seconds_per_frame'):.1f}x faster"
+                print(f"  {label:<40} {median(name, 'seconds_per_frame'):8.3f} s/frame {ratio:6.2f}x   "
+                      f"peak RSS {median(name, 'peak_rss_mb'):7.0f} MB{flag}")
+            if motion:
+                mm_extra = dict(motion["motion-1"][0], context_length=16, context_overlap=4)
+                mm_mem = {n: run_child({**base, "kind": "neurender", "mode": "off", "frames": n, "passes": str(passes[n]),
+                                        "extra": mm_extra}) for n in (short, long)}
+                growth = mm_mem[long]["peak_rss_mb"] / mm_mem[short]["peak_rss_mb"] - 1
+                ok = abs(growth) <= 0.10
+                if not ok:
+                    failures.append(f"{size}: motion-module memory growth {growth:+.1%}")
+                print(f"  peak RSS motion module (context 16/4): {short} frames {mm_mem[short]['peak_rss_mb']:.0f} MB, "
+                      f"{long} frames {mm_mem[long]['peak_rss_mb']:.0f} MB -> {growth:+.1%}  "
+                      f"target within 10%: {'met' if ok else 'MISSED'}")
+            if not modes:
+                continue
             mem = {}
             for n in (short, long):
                 mem[n] = run_child({**base, "kind": "neurender", "mode": "first+prev", "frames": n, "passes": str(passes[n])})

@@ -60,6 +60,17 @@ def test_cli_motion_module_file_and_folder_render_the_same_frames(tiny_model_dir
     assert np.abs(file - plain).mean() > 1.0  # the motion module took part
 
 
+def test_motion_module_with_two_controlnets_and_a_reference_image(tiny_model_dir, passes, modules, tmp_path):
+    reference = tmp_path / "look.png"
+    Image.fromarray((np.random.RandomState(3).rand(H, W, 3) * 255).astype(np.uint8)).save(reference)
+    args = [*_flags(tiny_model_dir), "--controlnet", f"edges={tiny_model_dir.controlnets['edges']}@0.7",
+            "--motion-module", str(modules["file"]), "--context-length", "4", "--context-overlap", "2",
+            "--consistency", "first"]
+    assert main(["render", str(passes), "--out", str(tmp_path / "ref"), *args, "--reference", str(reference)]) == 0
+    assert main(["render", str(passes), "--out", str(tmp_path / "noref"), *args]) == 0
+    assert np.abs(_frames(tmp_path / "ref") - _frames(tmp_path / "noref")).mean() > 0.1  # the reference took part
+
+
 def test_cli_refuses_a_bad_motion_module_before_loading_any_model(tiny_model_dir, passes, tmp_path, caplog,
                                                                    monkeypatch):
     import neurender.runner as runner
