@@ -169,8 +169,24 @@ def _field_props() -> dict:
                                        subtype="FACTOR",
                                        description="Restyle: fraction of steps with the render's attention "
                                                    "queries/keys injected"),
-        "batch_size": IntProperty(name="Batch", default=d.batch_size, min=1, max=64,
-                                  description="Frames evaluated at once: higher is faster and needs more memory"),
+        "batch_size": IntProperty(name="Batch", default=d.batch_size, min=0, max=64,
+                                  description="Frames evaluated at once: higher is faster and needs more memory; "
+                                              "0 picks it from the GPU's free memory (or the VRAM budget)"),
+        # memory options for small GPUs (backend engine/memory.py): the same frames with less memory
+        "attention_slice": IntProperty(name="Attention slice", default=d.attention_slice, min=0, max=1 << 20,
+                                       description="Attention over at most this many query tokens at a time "
+                                                   "(0: all at once). Saves memory in float32 or on older cards"),
+        "vae_slicing": BoolProperty(name="VAE slicing", default=d.vae_slicing,
+                                    description="Decode and encode one frame at a time (same frames, less memory)"),
+        "vae_tiling": BoolProperty(name="VAE tiling", default=d.vae_tiling,
+                                   description="Decode large frames in overlapping tiles (less memory; the "
+                                               "frames change very slightly)"),
+        "cpu_offload": BoolProperty(name="CPU offload", default=d.cpu_offload,
+                                    description="Keep the models in system memory and move each to the GPU only "
+                                                "while it runs: for 6-8 GB cards, a little slower"),
+        "vram_budget": FloatProperty(name="VRAM budget (GiB)", default=d.vram_budget, min=0.0, max=4096.0,
+                                     description="Memory the render may use; the batch size is chosen to fit "
+                                                 "(0: the GPU's free memory)"),
         "depth_smoothing": IntProperty(name="Depth smoothing", default=d.depth_smoothing, min=0, max=99,
                                        description="0 keeps one depth range for the shot; odd >= 3 smooths it over "
                                                    "this many frames"),

@@ -119,7 +119,18 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context-overlap", dest="context_overlap", type=int, default=d,
                    help="motion module: frames shared by neighbouring windows, blended (default 4)")
     p.add_argument("--no-fixed-noise", dest="fixed_noise", action="store_false", default=d)
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=d, help="frames per model call (memory)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=d,
+                   help="frames per model call (memory); 0: chosen from --vram-budget or the free memory")
+    p.add_argument("--attention-slice", dest="attention_slice", type=int, default=d, metavar="TOKENS",
+                   help="attention slicing: at most TOKENS query tokens per attention call (0: off)")
+    p.add_argument("--vae-slicing", dest="vae_slicing", action="store_true", default=d,
+                   help="VAE decode/encode one frame at a time")
+    p.add_argument("--vae-tiling", dest="vae_tiling", action="store_true", default=d,
+                   help="tiled VAE decode/encode (large frames; nearly equal output)")
+    p.add_argument("--cpu-offload", dest="cpu_offload", action="store_true", default=d,
+                   help="models wait in CPU memory, each moved to the GPU while it runs (6-8 GB cards)")
+    p.add_argument("--vram-budget", dest="vram_budget", type=float, default=d, metavar="GIB",
+                   help="memory the render may use; picks the batch size (0: the device's free memory)")
     p.add_argument("--depth-smoothing", dest="depth_smoothing", type=int, default=d,
                    help="Savitzky-Golay window over per-frame depth ranges (0: one shot-wide range)")
     p.add_argument("--deflicker-steps", dest="deflicker_steps", type=_steps_arg, default=d, metavar="I,J,...",

@@ -545,6 +545,18 @@ class RenderSettings:
     pnp_attention: float = 0.5
     """img2img: fraction of the steps with the render's decoder self-attention queries/keys injected; 0 = off."""
     batch_size: int = 4
+    """Frames per model call; 0 = chosen from ``vram_budget`` or the device's free memory (engine/vram.py)."""
+    # memory options for small GPUs (engine/memory.py): the same frames with less memory
+    attention_slice: int = 0
+    """At most this many query tokens per attention call (attention slicing); 0 = all at once."""
+    vae_slicing: bool = False
+    """VAE decode/encode one frame at a time (also in the pixel deflicker hooks)."""
+    vae_tiling: bool = False
+    """Tiled VAE decode/encode for frames larger than one tile (nearly equal: tiles see less context)."""
+    cpu_offload: bool = False
+    """Keep the models in CPU memory and move each to the GPU only while it runs (6-8 GB cards)."""
+    vram_budget: float = 0.0
+    """GiB the render may use (batch size chosen to fit; caps a given batch size); 0 = the device's free memory."""
     depth_smoothing: int = 0
     """Savitzky-Golay window (odd, >= 3) over the per-frame depth range; 0 keeps one fixed shot-wide range."""
     deflicker_steps: list[int] = field(default_factory=list)
@@ -627,8 +639,12 @@ class RenderSettings:
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ContractError(f"{name.replace('_', ' ')} must be a fraction within 0..1")
-        if not (1 <= self.batch_size <= 64):
-            raise ContractError("batch size must be within 1..64")
+        if not (0 <= self.batch_size <= 64):
+            raise ContractError("batch size must be within 1..64 (0: chosen from the free memory)")
+        if not (0 <= self.attention_slice <= 1 << 20):
+            raise ContractError("attention slice must be 0 (off) or a number of query tokens")
+        if not (math.isfinite(self.vram_budget) and 0.0 <= self.vram_budget <= 4096.0):
+            raise ContractError("vram budget must be 0 (the free memory) or GiB within 0..4096")
         if self.depth_smoothing != 0 and not (3 <= self.depth_smoothing <= 99 and self.depth_smoothing % 2 == 1):
             raise ContractError("depth smoothing window must be 0 (off) or an odd number within 3..99")
         for s in self.deflicker_steps:

@@ -14,6 +14,7 @@ neither holds algorithm code. The runner wires the pieces together and owns the 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -78,10 +79,16 @@ def render_size(settings: RenderSettings, pass_width: int, pass_height: int) -> 
     return width, height
 
 
+MEMORY_OPTIONS = ("attention_slice", "vae_slicing", "cpu_offload", "vram_budget")
+"""Settings that change the memory a render needs, not its result (engine/memory.py): left out of both fingerprints,
+so a job killed for memory resumes with them switched on."""
+
+
 def fingerprint(settings: RenderSettings, manifest_json: str, frames: list[int], size: tuple[int, int]) -> str:
-    """A hash of everything that decides the denoising result (not ``overwrite``)."""
+    """A hash of everything that decides the denoising result (not ``overwrite``, nor the memory options)."""
     data = settings.to_dict()
-    data.pop("overwrite", None)
+    for name in ("overwrite", *MEMORY_OPTIONS):
+        data.pop(name, None)
     blob = json.dumps({"settings": data, "manifest": manifest_json, "frames": frames, "size": size}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -90,7 +97,7 @@ def look_fingerprint(settings: RenderSettings, manifest_json: str, size: tuple[i
     """A hash of what decides how the frames look; frame subsets, batching, device and precision are left out so a
     shot may be rendered into one folder in parts or on other hardware."""
     data = settings.to_dict()
-    for name in ("overwrite", "frames", "batch_size", "device", "dtype"):
+    for name in ("overwrite", "frames", "batch_size", "device", "dtype", *MEMORY_OPTIONS):
         data.pop(name, None)
     blob = json.dumps({"settings": data, "manifest": manifest_json, "size": size}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -252,9 +259,16 @@ def run_render(
             context_overlap=settings.context_overlap,
             name=settings.consistency,
         )
+
+    # memory (issue 15): batch size 0 / --vram-budget chooses the frames per call from the memory there is
+    from neurender.engine.memory import memory_scope
+    from neurender.engine.vram import batch_size_for
+
+    batch = batch_size_for(settings, width, height, len(frames), device, dtype, len(kinds))
+    run_settings = dataclasses.replace(settings, batch_size=batch)
     sampler = LockstepSampler(
         pipe=pipe,
-        options=sampler_options(settings, len(kinds)),
+        options=sampler_options(run_settings, len(kinds)),
         num_frames=len(frames),
         height=height,
         width=width,
@@ -271,27 +285,28 @@ def run_render(
         fingerprint=fingerprint(settings, folder.manifest.to_json(), frames, (width, height))
         + (anchor_set.digest if anchor_set is not None else ""),
     )
-    reporter.update(phase="denoise", message="denoising")
-    latents = sampler.run()
+    with memory_scope(pipe, device, settings.cpu_offload):  # model CPU offload (engine/memory.py) when asked
+        reporter.update(phase="denoise", message="denoising")
+        latents = sampler.run()
 
-    reporter.update(phase="decode", message="decoding frames", frames_done=len(done))
-    decoded = None
-    if settings.post_deflicker:  # deflicker post pass (issue #5): decode every frame first, then blend along the motion
-        decoded = sampler.decode(latents)
-        reporter.update(phase="deflicker", message="deflickering frames")
-        decoded = post_deflicker(decoded, settings, folder, frames)
-    written = []
-    for s in range(0, len(frames), settings.batch_size):
-        cancel.raise_if_cancelled()
-        chunk = list(range(s, min(s + settings.batch_size, len(frames))))
-        if not any(frames[p] in todo for p in chunk):
-            continue
-        images = decoded[chunk] if decoded is not None else sampler.decode(latents[chunk])
-        for p, image in zip(chunk, images):
-            if frames[p] in todo:
-                write_png_atomic(frame_path(out_dir, frames[p]), image)
-                written.append(frames[p])
-        reporter.update(frames_done=len(done) + len(written))
+        reporter.update(phase="decode", message="decoding frames", frames_done=len(done))
+        decoded = None
+        if settings.post_deflicker:  # deflicker post pass (issue #5): decode every frame, then blend along the motion
+            decoded = sampler.decode(latents)
+            reporter.update(phase="deflicker", message="deflickering frames")
+            decoded = post_deflicker(decoded, settings, folder, frames)
+        written = []
+        for s in range(0, len(frames), run_settings.batch_size):
+            cancel.raise_if_cancelled()
+            chunk = list(range(s, min(s + run_settings.batch_size, len(frames))))
+            if not any(frames[p] in todo for p in chunk):
+                continue
+            images = decoded[chunk] if decoded is not None else sampler.decode(latents[chunk])
+            for p, image in zip(chunk, images):
+                if frames[p] in todo:
+                    write_png_atomic(frame_path(out_dir, frames[p]), image)
+                    written.append(frames[p])
+            reporter.update(frames_done=len(done) + len(written))
     state_path.unlink(missing_ok=True)
     result.frames_written = written
     reporter.update(phase="done", message=f"{len(written)} frames written")
@@ -312,7 +327,10 @@ def sampler_options(settings: RenderSettings, control_units: int, **overrides):
         consistency=settings.consistency,
         window_size=settings.window_size,
         window_stride=settings.window_stride,
-        batch_size=settings.batch_size,
+        batch_size=settings.batch_size or 4,  # 0 (auto) is resolved by the caller that knows the device (run_render)
+        attention_slice=settings.attention_slice,
+        vae_slicing=settings.vae_slicing,
+        vae_tiling=settings.vae_tiling,
         control_scales=[u.weight for u in units] or [1.0] * control_units,
         control_start=[u.guidance_start for u in units],
         control_end=[u.guidance_end for u in units],

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
+
+from neurender.engine.memory import sdpa
 
 
 @dataclass
@@ -166,7 +167,7 @@ class CrossFrameAttnProcessor:
         if attention_mask is not None and not cross_frame:
             mask = attn.prepare_attention_mask(attention_mask, k.shape[2], batch_size)
             mask = mask.view(batch_size, attn.heads, -1, mask.shape[-1])
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, is_causal=False)
+        out = sdpa(q, k, v, attn_mask=mask)
         out = out.transpose(1, 2).reshape(batch_size, tokens, attn.heads * head_dim).to(q.dtype)
         return attention_output(attn, out, residual, spatial)
 

@@ -29,6 +29,7 @@ import torch
 from neurender.contract import DEFAULT_CONSISTENCY
 from neurender.engine.attention import CrossFrameState, FrameBatch
 from neurender.engine.checkpoint import load_checkpoint, restore_generators, restore_scheduler, save_checkpoint
+from neurender.engine.memory import attention_slicing, execution_device, vae_tiling
 from neurender.engine.noise import initial_latents, make_generator, step_generators
 from neurender.engine.prediction import eps_from_x0, predict_x0
 from neurender.engine.schedulers import default_eta, make_scheduler
@@ -62,6 +63,10 @@ class SamplerOptions:
     control_start: Sequence[float] = ()
     control_end: Sequence[float] = ()
     eta: Optional[float] = None  # None: the scheduler's default (schedulers.default_eta: 0, TCD's gamma 0.3)
+    # memory options (engine/memory.py): equal results, less memory
+    attention_slice: int = 0  # at most this many query tokens per attention call; 0: all at once
+    vae_slicing: bool = False  # VAE decode/encode one frame at a time instead of batch_size frames
+    vae_tiling: bool = False  # diffusers' tiled VAE decode/encode (nearly equal: tiles see less context)
 
 
 @dataclass
@@ -124,7 +129,7 @@ class LockstepSampler:
 
     def __post_init__(self) -> None:
         pipe = self.pipe
-        self.device = pipe.unet.device
+        self.device = execution_device(pipe)  # the UNet's device, or the CPU offload's execution device
         self.dtype = pipe.unet.dtype
         self.controlnet = getattr(pipe, "controlnet", None)
         self.scheduler = make_scheduler(self.options.scheduler, pipe.scheduler.config)
@@ -175,7 +180,7 @@ class LockstepSampler:
                 first_from_anchors=use_anchors,
             )
             models = [pipe.unet] + self._controlnet_models()
-            with strategy.attention(self, models, state):
+            with attention_slicing(models, opt.attention_slice), strategy.attention(self, models, state):
                 self._state = state
                 for i in range(start, len(timesteps)):
                     t = timesteps[i]
@@ -316,13 +321,17 @@ class LockstepSampler:
         pixels = self.pipe.image_processor.preprocess(self.reference_image, height=self.height, width=self.width)
         return self.encode(pixels)
 
+    def _vae_chunk(self) -> int:
+        return 1 if self.options.vae_slicing else self.options.batch_size
+
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """(n, 3, H, W) images in -1..1 -> latents (posterior mean x scaling factor), in chunks."""
         vae = self.pipe.vae
         out = []
-        with torch.no_grad():
-            for s in range(0, pixels.shape[0], self.options.batch_size):
-                chunk = pixels[s : s + self.options.batch_size].to(self.device, vae.dtype)
+        n = self._vae_chunk()
+        with torch.no_grad(), vae_tiling(vae, self.options.vae_tiling):
+            for s in range(0, pixels.shape[0], n):
+                chunk = pixels[s : s + n].to(self.device, vae.dtype)
                 out.append(vae.encode(chunk).latent_dist.mean.to(LATENT_DTYPE) * vae.config.scaling_factor)
         return torch.cat(out)
 
@@ -330,9 +339,10 @@ class LockstepSampler:
         """Latents -> (n, 3, H, W) images in -1..1, in chunks."""
         vae = self.pipe.vae
         out = []
-        with torch.no_grad():
-            for s in range(0, latents.shape[0], self.options.batch_size):
-                chunk = (latents[s : s + self.options.batch_size] / vae.config.scaling_factor).to(self.device, vae.dtype)
+        n = self._vae_chunk()
+        with torch.no_grad(), vae_tiling(vae, self.options.vae_tiling):
+            for s in range(0, latents.shape[0], n):
+                chunk = (latents[s : s + n] / vae.config.scaling_factor).to(self.device, vae.dtype)
                 out.append(vae.decode(chunk, return_dict=False)[0])
         return torch.cat(out)
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from neurender.engine.attention import CrossFrameState, attention_input, attention_residual, output_projection
+from neurender.engine.memory import sdpa
 from neurender.engine.tokenflow_correspondence import Correspondences, carry, token_grid
 
 
@@ -56,7 +56,7 @@ def _sdpa(attn, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tens
         q = attn.norm_q(q)
     if attn.norm_k is not None:
         k = attn.norm_k(k)
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=0.0, is_causal=False)
+    out = sdpa(q, k, v)
     out = out.transpose(1, 2).reshape(b, tq, attn.heads * d).to(q.dtype)
     return output_projection(attn, out)
 
@@ -117,7 +117,7 @@ class KeyframeAttnProcessor:
         qh = q.reshape(b, tq, attn.heads, d).transpose(1, 2)
         kh = k.reshape(b, -1, attn.heads, d).transpose(1, 2)
         vh = v.reshape(b, -1, attn.heads, d).transpose(1, 2)
-        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask).transpose(1, 2).reshape(b, tq, inner)
+        out = sdpa(qh, kh, vh, attn_mask=mask).transpose(1, 2).reshape(b, tq, inner)
         return output_projection(attn, out.to(q.dtype))
 
     def _qk(self, attn, x: torch.Tensor, cfg: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -226,6 +226,12 @@ def to_accelerator(module):
 
 @contextmanager
 def device_trap(strict: bool = False):
+    """The trap for the block; modules moved with ``.to`` inside it keep wrapper parameters (e.g. a CPU offload)."""
     trap = DeviceTrap(strict=strict)
-    with _DataOnCpuFirst(), trap:
-        yield trap
+    previous = torch.__future__.get_overwrite_module_params_on_conversion()
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        with _DataOnCpuFirst(), trap:
+            yield trap
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(previous)
