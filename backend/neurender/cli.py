@@ -267,6 +267,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     report = {"neurender": __version__, "environment": environment_report()}
     report["models"] = [inspect_model(p) for p in args.model or []]
+    from neurender.models.gpu_doctor import gpu_report, print_gpu_report  # the GPU section (issue 15)
+
+    report["gpu"] = gpu_report(getattr(args, "vram_budget", 0.0) or 0.0)
     if args.json:
         print(json.dumps(report, indent=1))
     else:
@@ -276,6 +279,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         for m in report["models"]:
             status = "ok" if m.get("ok") else "REFUSED"
             print(f"  model {m.get('path')}: {m.get('kind')} {status}: {m.get('render')}")
+        print_gpu_report(report["gpu"])
     return EXIT_OK if all(m.get("ok") for m in report["models"]) else EXIT_INPUT
 
 
@@ -300,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="report torch/CUDA and check model paths")
     doctor.add_argument("--model", action="append", help="a model path to check (repeatable)")
     doctor.add_argument("--json", action="store_true")
+    doctor.add_argument("--vram-budget", dest="vram_budget", type=float, default=0.0, metavar="GIB",
+                        help="report the batch sizes for this much memory instead of the free VRAM/RAM")
     doctor.set_defaults(func=cmd_doctor)
 
     for module in _optional_commands():

@@ -12,7 +12,7 @@ are meant to be corrected from ``scripts/gpu_check.sh``'s peak-VRAM column. Per 
 
     weights                                  all models, or only the UNet + ControlNets with CPU offload
   + UNet activations   cfg * b * tokens * ACTIVATION_ELEMENTS_PER_TOKEN * (1 + CONTROLNET_SHARE * units) * bytes
-  + attention matrix   without fused attention (float32 / no CUDA): cfg * b * heads * rows * keys * bytes, rows
+  + attention matrix   without fused attention (e.g. MPS): cfg * b * heads * rows * keys * bytes, rows
                        capped by the attention slice; keys = tokens x (1 first, 3 first+prev, window size)
   vs. the VAE          frames per VAE call (1 with VAE slicing) * min(pixels, tile pixels with tiling) * bytes
                        * VAE_ELEMENTS_PER_PIXEL
@@ -56,7 +56,8 @@ class MemoryPlan:
     cfg: bool = True
     controlnets: int = 1
     fused_attention: bool = True
-    """SDPA's flash / memory-efficient kernels (CUDA, float16/bfloat16): no attention matrix is held."""
+    """SDPA's flash / memory-efficient kernels (torch 2 on CUDA, also float32, and on the CPU): no attention matrix
+    is held. False: the math path (e.g. MPS), where attention slicing matters."""
     attention_slice: int = 0
     vae_slicing: bool = False
     vae_tiling: bool = False
@@ -186,7 +187,7 @@ def plan_for(settings, width: int, height: int, frames: int, device: str, dtype:
         width=width, height=height, frames=frames, consistency=settings.consistency,
         window_size=settings.window_size, keyframe_block=settings.keyframe_block, dtype=dtype,
         cfg=settings.guidance_scale > 1, controlnets=units,
-        fused_attention=device.split(":")[0] == "cuda" and dtype in ("float16", "bfloat16"),
+        fused_attention=device.split(":")[0] != "mps",  # torch 2 SDPA: flash / memory-efficient on CUDA and the CPU
         attention_slice=getattr(settings, "attention_slice", 0), vae_slicing=getattr(settings, "vae_slicing", False),
         vae_tiling=getattr(settings, "vae_tiling", False), cpu_offload=getattr(settings, "cpu_offload", False),
     )
