@@ -74,8 +74,21 @@ def serve(tmp_path_factory):
             proc.wait(5)
 
 
-def _pass_folder(path, frames=(1, 2, 3, 4)):
-    """A manifest plus stand-in EXR bytes (the fake runner reads only the manifest) and one stale extra file."""
+_DEPTH_EXR = """
+import sys
+from pathlib import Path
+import numpy as np
+from neurender.passes.exr import write_multilayer_exr
+for name in sys.argv[1:]:
+    write_multilayer_exr(Path(name), {"ViewLayer.Depth.Z": np.full((48, 64), 2.0 + len(name) % 7, np.float32)})
+"""
+
+
+def _pass_folder(path, frames=(1, 2, 3, 4), real_exr=False):
+    """A manifest plus stand-in EXR bytes (the fake runner reads only the manifest) and one stale extra file.
+
+    ``real_exr``: small depth-only EXRs written by the backend env instead (a server checks every frame's EXR header
+    at submit)."""
     path.mkdir(parents=True, exist_ok=True)
     m = contract.PassManifest(frame_start=frames[0], frame_end=frames[-1], fps=24.0, width=64, height=48,
                               clip_start=0.1, clip_end=100.0, passes={"depth": "ViewLayer.Depth"},
@@ -84,6 +97,11 @@ def _pass_folder(path, frames=(1, 2, 3, 4)):
     (path / "manifest.json").write_text(m.to_json())
     for f in frames:
         (path / f"passes_{f:04d}.exr").write_bytes(hashlib.sha256(str(f).encode()).digest() * (300 + f))
+    if real_exr:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONHOME", "PYTHONPATH")}
+        subprocess.run([os.path.join(REPO, ".venv", "bin", "python"), "-c", _DEPTH_EXR,
+                        *(str(path / f"passes_{f:04d}.exr") for f in frames)],
+                       check=True, env={**env, "PYTHONPATH": os.path.join(REPO, "backend")})
     (path / "passes_0099.exr").write_bytes(b"stale")  # not in the manifest: must not be uploaded
     return path
 
@@ -125,7 +143,7 @@ def test_zip_holds_the_manifest_and_the_listed_files_only(tmp_path):
 
 @needs_backend
 def test_upload_and_download_against_real_serve(serve, tmp_path):
-    folder = _pass_folder(tmp_path / "shot" / "passes")
+    folder = _pass_folder(tmp_path / "shot" / "passes", real_exr=True)
     c = client.Client(serve.url, serve.token)
     # the server cannot read this computer's folder by path: it lies outside its --root
     with pytest.raises(client.BackendError, match="outside the folders this server may use"):
