@@ -6,6 +6,7 @@ of a RenderSettings field that no other panel draws, so a field added to the con
 """
 
 import dataclasses
+import os
 
 import bpy
 
@@ -57,7 +58,9 @@ class NEURENDER_PT_main(_Base, bpy.types.Panel):
         row.operator("neurender.free_vram", text="", icon="TRASH")
 
         # what the artist should know before pressing Render (advice.py): red for noise, yellow for warnings
-        for level, text, fix in advice.warnings(scene, prefs):
+        tips = advice.warnings(scene, prefs)
+        said_random = any(text == advice.RANDOM_WEIGHTS for _level, text, _fix in tips)
+        for level, text, fix in tips:
             box = layout.box()
             box.alert = level == "ERROR"
             draw_wrapped(box, text, chars, icon="ERROR" if level == "ERROR" else "INFO")
@@ -84,7 +87,7 @@ class NEURENDER_PT_main(_Base, bpy.types.Panel):
             row = layout.row(align=True)
             row.label(text=f"Preview: image '{live.PREVIEW_IMAGE}' (step {st.preview_step})", icon="IMAGE_DATA")
             row.operator("neurender.show_preview", text="", icon="WINDOW")
-        if st.job_id and st.random_weights:  # on the result too: whatever it shows is noise
+        if st.job_id and st.random_weights and not said_random:  # on the result too: whatever it shows is noise
             box = layout.box()
             box.alert = True
             draw_wrapped(box, live.RANDOM_WEIGHTS_NOTE, chars, icon="ERROR")
@@ -95,8 +98,9 @@ class NEURENDER_PT_main(_Base, bpy.types.Panel):
             row = box.row(align=True)
             row.operator("neurender.copy_message", icon="COPYDOWN")
             row.operator("neurender.open_log", icon="TEXT")
-        elif st.message:
-            draw_wrapped(layout, st.message, chars)
+        elif st.message:  # the random-weights note of a result is in its red box above: said once
+            draw_wrapped(layout, st.message.replace(live.result_note({"progress": {"random_weights": True}}), ""),
+                         chars)
 
 
 class NEURENDER_PT_prompt(_Base, bpy.types.Panel):
@@ -209,6 +213,16 @@ class NEURENDER_PT_deflicker(_Base, bpy.types.Panel):
             col.prop(shot, "deflicker_window")
 
 
+def output_folder(scene) -> tuple[str, bool]:
+    """(the folder the shot's files go to, whether a relative Output falls back because the .blend is unsaved),
+    as ``pass_export.output_root`` resolves it, without creating any folder (this is drawing)."""
+    raw = scene.neurender.output_dir
+    if raw and (not raw.startswith("//") or bpy.data.filepath):
+        return os.path.abspath(bpy.path.abspath(raw)), False
+    base = bpy.utils.extension_path_user(__package__, path="renders", create=False)
+    return os.path.abspath(os.path.join(base, bpy.path.clean_name(scene.name))), bool(raw)
+
+
 class NEURENDER_PT_output(_Base, bpy.types.Panel):
     bl_label = "Output"
     bl_parent_id = "NEURENDER_PT_main"
@@ -221,6 +235,9 @@ class NEURENDER_PT_output(_Base, bpy.types.Panel):
         w, h = properties.render_size(scene)
         col.label(text=f"Frames of {w} x {h} pixels")
         col.prop(shot, "output_dir")
+        folder, unsaved = output_folder(scene)
+        draw_wrapped(col, f"Writes to {folder}" + (" (the .blend is not saved yet, so not next to it)" if unsaved
+                                                   else ""), _chars(context), icon="FILE_FOLDER")
         col.prop(shot, "overwrite")
         col.prop(shot, "make_movie")
         col.prop(shot, "wait_headless")

@@ -1,0 +1,199 @@
+"""Scenario: a demanding artist's own scene (probe_scene.py) used as an artist would, one case per process.
+
+Cases (config["case"]):
+- actions: Connect, Render This Frame, Render Animation, F12 and Ctrl+F12 with the hook off and on, keyframes restyle
+  and window modes, a changed frame range, Save/Apply Look, Open Output, a wrong model path, a backend that is not
+  running, an output folder that cannot be written, disabling and re-enabling the extension; after each, the
+  artist's scene (generic RNA walk: render/cycles/image settings, view layers, objects, modifiers, animation,
+  camera, compositor, every VSE strip) and the artist's own files are compared with before.
+- hook_overwrite_off: Ctrl+F12 with the hook on when the artist's Output has Overwrite off and the beauty frames
+  exist (Blender skips them).
+- camera_cuts: a camera cut by a timeline marker; the manifest's per-frame cameras.
+- dof: passes with the artist's camera depth of field on and off.
+- panel: what the panel says after a random-weights result; where the files go (saved and unsaved .blend).
+"""
+
+import importlib
+import json
+import os
+import shutil
+import sys
+
+import common
+
+config, mod = common.start(sys.argv[1])
+import bpy  # noqa: E402
+import panel_record  # noqa: E402
+import probe_scene  # noqa: E402
+
+case = config["case"]
+folder = os.path.join(config["tmp"], "project")
+os.makedirs(folder, exist_ok=True)
+scene = probe_scene.build(folder)
+prefs = mod.preferences.get()
+prefs.backend_url = config["url"]
+shot = scene.neurender
+shot.prompt = "a tin robot"
+shot.steps = 2
+shot.deflicker_preset = "OFF"
+scene.cycles.samples = 4  # the artist's own renders in this test: production settings otherwise, kept short here
+scene.frame_set(scene.frame_current)
+bpy.ops.wm.save_mainfile()
+nr = os.path.join(folder, "neurender")
+out = {}
+
+
+def nr_files():
+    return sorted(os.path.relpath(os.path.join(r, n), nr) for r, _, ns in os.walk(nr) for n in ns)
+
+
+def current_scene():
+    return bpy.data.scenes["sh010"]
+
+
+def snap():
+    return probe_scene.snapshot(current_scene(), folder, skip_under=[nr, os.path.join(folder, "looks")])
+
+
+def act(name, fn, artist_writes=()):
+    """Run one action; record what changed in the artist's scene/files and what the panel said."""
+    before = snap()
+    status = bpy.context.window_manager.neurender
+    status.message = status.error = ""
+    files_before = set(nr_files())
+    try:
+        result = sorted(fn())
+    except RuntimeError as exc:  # an operator's ERROR report
+        result = ["REFUSED", str(exc).strip()]
+    after = snap()
+    diffs = probe_scene.diff(before, after)
+    status = bpy.context.window_manager.neurender  # a new one after the extension was re-enabled
+    # the artist's own render writes the artist's own files: allowed (and checked) only for F12 / Ctrl+F12
+    written = sorted(set(after.get("files", {})) - set(before.get("files", {})))
+    diffs = [d for d in diffs if not any(d.startswith(f".files.{w}:") for w in written)]
+    record = panel_record.draw_all(importlib.import_module(common.addon_env.MODULE), bpy)
+    out[name] = {"result": result, "diffs": diffs[:20], "artist_written": written, "message": status.message,
+                 "error": status.error, "state": status.job_state, "hook": current_scene().neurender.render_hook,
+                 "red": panel_record.texts(record, alert=True), "new_files": sorted(set(nr_files()) - files_before),
+                 "all_files": nr_files()}
+
+
+if case == "actions":
+    act("connect", lambda: bpy.ops.neurender.connect())
+    act("render_frame", lambda: bpy.ops.neurender.render_frame())
+    act("render_animation", lambda: bpy.ops.neurender.render_animation())
+    manifests = [os.path.join(r, "manifest.json") for r, _, ns in os.walk(nr) if "manifest.json" in ns]
+    newest = max(manifests, key=os.path.getmtime)
+    with open(newest, encoding="utf-8") as f:
+        m = json.load(f)
+    out["manifest"] = {"fps": m["fps"], "size": [m["width"], m["height"]], "range": [m["frame_start"], m["frame_end"]]}
+    act("F12 hook off", lambda: bpy.ops.render.render(write_still=True))
+    act("Ctrl+F12 hook off", lambda: bpy.ops.render.render(animation=True))
+    for name in os.listdir(os.path.join(folder, "beauty")):  # the artist clears the beauty folder
+        os.remove(os.path.join(folder, "beauty", name))
+    current_scene().neurender.render_hook = True
+    act("F12 hook on", lambda: bpy.ops.render.render(write_still=True))
+    act("Ctrl+F12 hook on", lambda: bpy.ops.render.render(animation=True))
+    current_scene().neurender.render_hook = False
+    shot.consistency, shot.img2img_strength = "keyframes", 0.5
+    act("keyframes restyle", lambda: bpy.ops.neurender.render_animation())
+    shot.consistency, shot.img2img_strength = "window", 0.0
+    act("window", lambda: bpy.ops.neurender.render_animation())
+    shot.consistency = "first+prev"
+    scene.frame_start, scene.frame_end = 12, 13  # the artist's change, before the snapshot of the next action
+    act("range 12-13", lambda: bpy.ops.neurender.render_animation())
+    shot.look_file = os.path.join(folder, "looks", "toon.nrlook")
+    act("look save", lambda: bpy.ops.neurender.look_save())
+    act("look apply", lambda: bpy.ops.neurender.look_apply())
+    act("open output", lambda: bpy.ops.neurender.open_output())
+    shot.model = os.path.join(folder, "models", "missing.safetensors")
+    act("wrong model path", lambda: bpy.ops.neurender.render_animation())
+    shot.model = ""
+    prefs.backend_url = "http://127.0.0.1:9"
+    act("backend not running", lambda: bpy.ops.neurender.render_animation())
+    prefs.backend_url = config["url"]
+    open(os.path.join(folder, "notes.txt"), "w").close()
+    shot.output_dir = os.path.join(folder, "notes.txt", "renders") + os.sep
+    act("output not writable", lambda: bpy.ops.neurender.render_frame())
+    shot.output_dir = "//neurender/"
+    shot.controlnets.add().kind = "edges"
+    kept = {"prompt": shot.prompt, "steps": shot.steps, "units": len(shot.controlnets)}
+    import addon_utils
+
+    def reenable():
+        addon_utils.disable(common.addon_env.MODULE, default_set=True)
+        addon_utils.enable(common.addon_env.MODULE, default_set=True)
+        return {"FINISHED"}
+
+    act("disable + enable", reenable)
+    s = current_scene().neurender
+    out["reenabled_shot"] = {"prompt": s.prompt, "steps": s.steps, "units": len(s.controlnets)} == kept
+
+elif case == "hook_overwrite_off":
+    bpy.ops.render.render(animation=True)  # the artist's own render, hook off: the beauty frames exist
+    shot.render_hook = True
+    act("Ctrl+F12 again, Overwrite off", lambda: bpy.ops.render.render(animation=True))
+    shot.render_hook = False
+
+elif case == "camera_cuts":
+    close = bpy.data.objects.new("CloseUp", bpy.data.cameras.new("CloseUp"))
+    scene.collection.objects.link(close)
+    close.location, close.rotation_euler = (0.0, -3.0, 1.0), (1.3, 0.0, 0.0)
+    scene.timeline_markers.new("open", frame=probe_scene.FRAME_START).camera = scene.camera
+    scene.timeline_markers.new("cut", frame=13).camera = close
+    scene.frame_set(12)
+    act("render_animation", lambda: bpy.ops.neurender.render_animation())
+    manifests = [os.path.join(r, "manifest.json") for r, _, ns in os.walk(nr) if "manifest.json" in ns]
+    with open(max(manifests, key=os.path.getmtime), encoding="utf-8") as f:
+        m = json.load(f)
+    expect = {}
+    for f in range(probe_scene.FRAME_START, probe_scene.FRAME_END + 1):
+        scene.frame_set(f)
+        w2c = scene.camera.matrix_world.inverted()
+        expect[f] = [[round(w2c[r][c], 4) for c in range(4)] for r in range(4)]
+    out["cameras"] = {str(e["frame"]): [[round(v, 4) for v in row] for row in e["camera"]["world_to_camera"]]
+                      for e in m["frames"]}
+    out["expected"] = {str(k): v for k, v in expect.items()}
+    out["artist_camera_per_frame"] = {}
+    for f in range(probe_scene.FRAME_START, probe_scene.FRAME_END + 1):
+        scene.frame_set(f)
+        out["artist_camera_per_frame"][str(f)] = scene.camera.name
+
+elif case == "dof":
+    import exr_io
+    import numpy as np
+
+    cam = scene.camera.data
+    cam.dof.focus_distance, cam.dof.aperture_fstop = 1.0, 0.5  # a shallow-focus close-up
+    depth = {}
+    for dof in (True, False):
+        cam.dof.use_dof = dof
+        d = os.path.join(config["tmp"], f"passes_dof{int(dof)}")
+        mod.pass_export.export_passes(scene, 12, 12, folder=d)
+        ch = exr_io.channels(os.path.join(d, "passes_0012.exr"))
+        depth[dof] = ch[[k for k in ch if k.endswith("Depth.Z")][0]]
+    cam.dof.use_dof = True
+    pinhole = depth[False]
+    fg = pinhole < 100
+    out["depth_rel_err_median"] = float(np.median(np.abs(depth[True][fg] - pinhole[fg]) / pinhole[fg]))
+    out["background_mismatch"] = float(np.mean((depth[True] < 100) != fg))
+
+elif case == "panel":
+    bpy.ops.neurender.render_animation()
+    record = panel_record.draw_all(mod, bpy)
+    labels = " ".join(i["text"] for i in record if i["what"] == "label")
+    status = bpy.context.window_manager.neurender
+    out["random_weights_said"] = labels.count("RANDOM WEIGHTS")
+    out["message"] = status.message
+    out["saved_labels"] = "".join(i["text"] for i in record if i["what"] == "label")
+    out["saved_root"] = mod.pass_export.output_root(scene)
+    bpy.ops.wm.read_homefile(use_empty=True)  # a new, unsaved file
+    bpy.context.scene.name = "sh020"
+    record = panel_record.draw_all(mod, bpy)
+    out["unsaved_labels"] = "".join(i["text"] for i in record if i["what"] == "label")
+    out["unsaved_created_by_drawing"] = os.path.isdir(os.path.join(bpy.utils.extension_path_user(
+        common.addon_env.MODULE, path="renders", create=False), "sh020"))
+    out["unsaved_root"] = mod.pass_export.output_root(bpy.context.scene)  # creates it (a render would)
+    shutil.rmtree(out["unsaved_root"], ignore_errors=True)
+
+common.finish(out)

@@ -1,0 +1,60 @@
+"""An artist's own demanding scene used as an artist would (scenarios/artist_probe.py, scene in probe_scene.py).
+
+Each test is one case in its own Blender process against the stub backend. What each finding was: see the docstrings.
+"""
+
+import pytest
+
+
+def _case(run_scenario, stub, case, **kw):
+    return run_scenario("artist_probe", url=stub.url, case=case, timeout=120, **kw)
+
+
+def test_every_action_leaves_the_artists_scene_and_files_alone(run_scenario, stub):
+    r = _case(run_scenario, stub, "actions")
+    for name in ("connect", "render_frame", "render_animation", "F12 hook off", "Ctrl+F12 hook off", "F12 hook on",
+                 "Ctrl+F12 hook on", "keyframes restyle", "window", "range 12-13", "look save", "look apply",
+                 "open output", "wrong model path", "backend not running", "output not writable", "disable + enable"):
+        a = r[name]
+        assert a["diffs"] == [], f"{name} changed the artist's scene or files: {a['diffs']}"
+        assert a["hook"] is (name in ("F12 hook on", "Ctrl+F12 hook on")), f"{name} changed the render hook"
+    # only the artist's own renders write the artist's own files, exactly where their settings say
+    assert r["F12 hook off"]["artist_written"] == r["F12 hook on"]["artist_written"] == ["beauty/sh010_.exr"]
+    frames = [f"beauty/sh010_{f:04d}.exr" for f in range(11, 15)]
+    assert r["Ctrl+F12 hook off"]["artist_written"] == r["Ctrl+F12 hook on"]["artist_written"] == frames
+    for name in ("connect", "render_frame", "render_animation", "keyframes restyle", "range 12-13", "look apply",
+                 "wrong model path", "backend not running", "output not writable", "disable + enable"):
+        assert r[name]["artist_written"] == [], name
+    # a still render sends nothing, an animation render with the hook does; without it nothing is sent
+    for name in ("F12 hook off", "F12 hook on", "Ctrl+F12 hook off"):
+        assert r[name]["new_files"] == [] and r[name]["message"] == r[name]["error"] == "", (name, r[name])
+    assert r["Ctrl+F12 hook on"]["state"] == "done" and r["Ctrl+F12 hook on"]["message"].startswith("Done")
+    assert any(f.endswith("frame_0014.png") for f in r["Ctrl+F12 hook on"]["all_files"])
+    # the passes describe the artist's shot: 23.976 fps, 96 x 40 (192 x 80 at 50 %), frames 11-14
+    assert r["manifest"] == {"fps": pytest.approx(24 / 1.001), "size": [96, 40], "range": [11, 14]}
+    assert r["range 12-13"]["state"] == "done" and "2 frames" in r["range 12-13"]["message"]
+    # refusals: one sentence saying what to fix, nothing rendered, no traceback
+    for name, words in (("wrong model path", "missing.safetensors does not exist"),
+                        ("backend not running", "cannot be reached"),
+                        ("output not writable", "is a file, not a folder")):
+        a = r[name]
+        assert a["result"][0] == "REFUSED" and words in a["error"], (name, a)
+        assert a["new_files"] == [], f"{name}: something was rendered before the refusal: {a['new_files']}"
+        nospace = words.replace(" ", "")  # long paths are cut over several panel lines
+        assert any(nospace in t.replace(" ", "") for t in a["red"]), f"{name}: the panel does not show it: {a['red']}"
+        assert "Traceback" not in a["error"]
+    assert r["reenabled_shot"] is True
+
+
+def test_panel_says_random_weights_once_and_where_the_files_go(run_scenario, stub):
+    """Finding: after a render without a checkpoint the panel said RANDOM WEIGHTS three times (the advice box, the
+    result box and the Done message right under it); and the Output box showed only '//neurender/', never where the
+    files go (for an unsaved .blend they go to the extension's user folder, which nothing said)."""
+    r = _case(run_scenario, stub, "panel")
+    assert "RANDOM WEIGHTS" in r["message"]  # the status line / report keeps it
+    assert r["random_weights_said"] == 1
+    assert f"Writes to {r['saved_root']}".replace(" ", "") in r["saved_labels"].replace(" ", "")
+    unsaved = r["unsaved_labels"].replace(" ", "")
+    assert f"Writes to {r['unsaved_root']}".replace(" ", "") in unsaved
+    assert "notsavedyet" in unsaved
+    assert r["unsaved_created_by_drawing"] is False  # drawing creates no folder
