@@ -76,14 +76,17 @@ class NEURENDER_PT_main(_Base, bpy.types.Panel):
         layout.prop(shot, "render_hook")
 
         running = st.job_state and st.job_state not in contract.JOB_FINAL_STATES
-        if running:
+        # a render being checked or submitted has no job yet: the progress fields still hold the previous job's
+        # numbers ("100%", "step 20/20"), so only the message line below says what is happening
+        preparing = running and not st.job_id
+        if running and not preparing:
             text = st.progress_text or f"{st.job_state}"
             layout.progress(factor=st.progress, text=f"{int(st.progress * 100)}%" + (f", {st.eta} left"
                                                                                      if st.eta else ""))
             draw_wrapped(layout, text, chars)
-        if st.job_device:
+        if st.job_device and not preparing:
             layout.label(text=f"Rendering on {st.job_device}", icon="MEMORY")
-        if st.preview_step:
+        if st.preview_step and not preparing:
             row = layout.row(align=True)
             row.label(text=f"Preview: image '{live.PREVIEW_IMAGE}' (step {st.preview_step})", icon="IMAGE_DATA")
             row.operator("neurender.show_preview", text="", icon="WINDOW")

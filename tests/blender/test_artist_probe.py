@@ -58,3 +58,15 @@ def test_panel_says_random_weights_once_and_where_the_files_go(run_scenario, stu
     assert f"Writes to {r['unsaved_root']}".replace(" ", "") in unsaved
     assert "notsavedyet" in unsaved
     assert r["unsaved_created_by_drawing"] is False  # drawing creates no folder
+
+
+def test_a_second_render_does_not_show_the_previous_jobs_progress(run_scenario, stub):
+    """Finding: while a second render was checked and its passes rendered, the panel showed the finished job's bar
+    ('100%') and line ('Denoising, step 2/2, 4/4 frames decoded (100%)'); once submitted, a 0% bar under that same
+    old line."""
+    seen = _case(run_scenario, stub, "second_render_panel")["seen"]
+    for when in ("checking", "submitting"):
+        assert seen[when]["progress"] == [], (when, seen[when])
+        assert not any("step 2/2" in t or "frames decoded" in t for t in seen[when]["labels"]), (when, seen[when])
+        assert not any(t.startswith(("Rendering on", "Preview:")) for t in seen[when]["labels"]), (when, seen[when])
+    assert any(t.startswith("Submitting frames 11-14") for t in seen["submitting"]["labels"]), seen["submitting"]

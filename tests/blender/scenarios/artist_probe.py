@@ -196,4 +196,31 @@ elif case == "panel":
     out["unsaved_root"] = mod.pass_export.output_root(bpy.context.scene)  # creates it (a render would)
     shutil.rmtree(out["unsaved_root"], ignore_errors=True)
 
+elif case == "second_render_panel":
+    # a finished render, then a second one: what the panel shows while the scene and backend are checked, and when
+    # the job is submitted (before the backend answers anything about it)
+    bpy.ops.neurender.render_animation()
+    seen = {}
+
+    def look(when):
+        record = panel_record.draw_all(mod, bpy)
+        seen[when] = {"progress": [i["text"] for i in record if i["what"] == "progress"],
+                      "labels": [i["text"] for i in record if i["what"] == "label"][:12]}
+
+    orig_export, orig_submit = mod.pass_export.export_passes, mod.client.Client.submit
+
+    def export(*a, **k):
+        look("checking")
+        return orig_export(*a, **k)
+
+    def submit(self, *a, **k):
+        look("submitting")
+        return orig_submit(self, *a, **k)
+
+    mod.pass_export.export_passes, mod.client.Client.submit = export, submit
+    shot.prompt = "a second look"
+    bpy.ops.neurender.render_animation()
+    mod.pass_export.export_passes, mod.client.Client.submit = orig_export, orig_submit
+    out["seen"] = seen
+
 common.finish(out)
