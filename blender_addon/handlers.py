@@ -20,8 +20,7 @@ from typing import Optional
 import bpy
 from bpy.app.handlers import persistent
 
-from . import headless, pass_export, preflight, session
-from . import neurender_contract as contract
+from . import headless, pass_export, pass_job, preflight, session
 
 log = logging.getLogger(__name__)
 
@@ -111,16 +110,14 @@ def complete(job: dict) -> None:
     if scene is None:
         return
 
-    def proceed(scene) -> None:
-        try:
-            folder = pass_export.pass_dir(scene)
-            with suspended():
-                manifest = pass_export.export_passes(scene, job["start"], job["end"], folder=folder)
-            wait = bpy.app.background and scene.neurender.wait_headless
-            session.submit_job(scene, manifest.frame_start, manifest.frame_end,
-                               wait=wait if bpy.app.background else None)
-        except (contract.ContractError, OSError, RuntimeError) as exc:
-            session.set_message("", f"Neural render not submitted: {exc}")
+    def submit(scene, manifest) -> None:
+        wait = bpy.app.background and scene.neurender.wait_headless
+        session.submit_job(scene, manifest.frame_start, manifest.frame_end, wait=wait if bpy.app.background else None)
+
+    def proceed(scene) -> None:  # the passes (a render job in the UI, Esc cancels; blocking with -b), then submit
+        with suspended():
+            pass_job.render_then(scene, job["start"], job["end"], pass_export.pass_dir(scene), submit,
+                                 f"The passes of frames {job['start']}-{job['end']}")
 
     preflight.run(scene, job["start"], job["end"], proceed)  # nothing is rendered when a check fails
     if bpy.app.background:  # `blender -b -a`: the exit code tells a farm manager whether the neural render worked

@@ -365,9 +365,7 @@ def export_passes(scene, frame_start: int, frame_end: int, half: bool = False, f
     """
     folder = folder or pass_dir(scene)
     fast = (not needs_beauty(scene)) if fast is None else fast
-    os.makedirs(folder, exist_ok=True)
-    for f in frames_on_disk(folder, frame_start, frame_end):  # never mix old and new passes
-        os.remove(os.path.join(folder, contract.PASS_FILE_PATTERN.format(frame=f)))
+    prepare_folder(folder, frame_start, frame_end)
     tmp = make_pass_scene(scene, frame_start, frame_end, folder, fast=fast, half=half)
     try:
         with bpy.context.temp_override(scene=tmp):
@@ -376,6 +374,13 @@ def export_passes(scene, frame_start: int, frame_end: int, half: bool = False, f
     finally:
         remove_pass_scene(tmp)
     return manifest
+
+
+def prepare_folder(folder: str, frame_start: int, frame_end: int) -> None:
+    """Create ``folder`` and remove its pass files of the range: old and new passes are never mixed."""
+    os.makedirs(folder, exist_ok=True)
+    for f in frames_on_disk(folder, frame_start, frame_end):
+        os.remove(os.path.join(folder, contract.PASS_FILE_PATTERN.format(frame=f)))
 
 
 def finish_passes(tmp, folder: str, frame_start: int, frame_end: int) -> "contract.PassManifest":

@@ -3,19 +3,17 @@ them; the render hook setting is never changed."""
 
 import bpy
 
-from .. import advice, handlers, pass_export, preferences, preflight, session
-from .. import neurender_contract as contract
+from .. import advice, handlers, pass_export, pass_job, preferences, preflight, session
 from .watch import start_watch
 
 
 def render_and_submit(scene, frame_start: int, frame_end: int) -> None:
-    """After the pre-flight (main thread): the passes of the range, then the job; failures become the status."""
-    try:
-        with handlers.suspended():
-            pass_export.export_passes(scene, frame_start, frame_end)
-        session.submit_job(scene, frame_start, frame_end)
-    except (contract.ContractError, OSError, RuntimeError) as exc:
-        session.set_message("", str(exc))
+    """After the pre-flight (main thread): the passes of the range (a render job in the UI, Esc cancels), then the
+    job."""
+    with handlers.suspended():
+        pass_job.render_then(scene, frame_start, frame_end, pass_export.pass_dir(scene),
+                             lambda s, _manifest: session.submit_job(s, frame_start, frame_end),
+                             f"The passes of frames {frame_start}-{frame_end}")
 
 
 class NEURENDER_OT_render_animation(bpy.types.Operator):

@@ -2,23 +2,15 @@
 
 import bpy
 
-from .. import advice, handlers, pass_export, preferences, preflight, session
-from .. import neurender_contract as contract
+from .. import advice, handlers, pass_export, pass_job, preferences, preflight, session
 from .watch import start_watch
 
 
 def render_and_submit(scene, frame: int) -> None:
-    """After the pre-flight (main thread): the frame's passes, then the job; failures become the status report."""
-    try:
-        with handlers.suspended():
-            pass_export.export_passes(scene, frame, frame)
-    except (contract.ContractError, OSError, RuntimeError) as exc:  # e.g. the render itself failed
-        session.set_message("", f"The passes of frame {frame} could not be rendered: {exc}")
-        return
-    try:
-        session.submit_job(scene, frame, frame)
-    except contract.ContractError as exc:
-        session.set_message("", f"Bad settings: {exc}")
+    """After the pre-flight (main thread): the frame's passes (a render job in the UI, Esc cancels), then the job."""
+    with handlers.suspended():
+        pass_job.render_then(scene, frame, frame, pass_export.pass_dir(scene),
+                             lambda s, _manifest: session.submit_job(s, frame, frame), f"The passes of frame {frame}")
 
 
 class NEURENDER_OT_render_frame(bpy.types.Operator):
