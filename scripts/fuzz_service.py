@@ -5,12 +5,15 @@ validation: prints the requests sent and the server errors (5xx) seen, and exits
 The server runs as a subprocess (`python -m neurender.server`, fake job runner: the HTTP layer, the checks at submit
 and the job lifecycle, no model) on a free loopback port. Its root holds a synthetic pass folder written as Blender
 writes one (tests/backend/support/synthetic_passes.py) and a few real jobs exist before fuzzing starts. The published
-OpenAPI spec is used as is; in three of four generated cases ``pass_dir`` is replaced by the valid folder (with
-settings the contract accepts in half of them), ``out_dir`` by a folder inside the root and ``job_id`` by an existing
-job: without that almost every generated request stops at the first check (a random path, an unknown job). Positive (schema-valid) and negative (schema-violating) cases are
+OpenAPI spec is used as is; in half of the generated cases ``pass_dir`` is replaced by the valid folder (with
+settings the contract accepts in some), ``out_dir`` by a folder inside the root, the upload by a valid zip and
+``job_id`` by an existing job: without that almost every generated request stops at the first check (a random path,
+an unknown job). In a third of the cases one hostile value of issue 17 goes into an otherwise valid request (a lone
+surrogate in a prompt or path, a 5000-digit frame range, a 300-byte path component, a zip with a file/folder clash,
+an over-long or too deep entry), which schemathesis itself never draws. Positive (schema-valid) and negative (schema-violating) cases are
 generated for every operation.
 
-    scripts/fuzz_service.sh                 # default: about 2 minutes on 2 busy cores
+    scripts/fuzz_service.sh                 # default: about 2.5 minutes on 2 busy cores
     scripts/fuzz_service.sh --quick         # a few seconds per operation
     scripts/fuzz_service.sh --examples 2000 # longer
 """
@@ -18,6 +21,7 @@ generated for every operation.
 from __future__ import annotations
 
 import argparse
+import io
 import itertools
 import json
 import os
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
@@ -81,7 +86,9 @@ class Steer:
         if draw == 0:  # as generated
             return
         body = case.body
-        if case.path == "/jobs/upload" and isinstance(body, dict):
+        if draw >= 4:  # the hostile values of issue 17 (schemathesis draws no lone surrogates, no 5000-digit ranges)
+            self.hostile(case, draw)
+        elif case.path == "/jobs/upload" and isinstance(body, dict):
             body["file"] = self.pass_zip
             if draw % 2:
                 body["settings"] = json.dumps(SETTINGS[draw % len(SETTINGS)])
@@ -92,10 +99,38 @@ class Steer:
                     body["settings"] = SETTINGS[draw % len(SETTINGS)]
                 if "out_dir" in body or draw == 3:
                     body["out_dir"] = self.out_dirs[draw % len(self.out_dirs)] if draw != 2 else None
-        if case.path_parameters and "job_id" in case.path_parameters:
+        if draw < 4 and case.path_parameters and "job_id" in case.path_parameters:
             case.path_parameters["job_id"] = self.job_ids[draw % len(self.job_ids)]
             if "frame" in case.path_parameters and draw % 2:
                 case.path_parameters["frame"] = 1 + draw % 4
+
+    def hostile(self, case: Any, draw: int) -> None:
+        """A valid request with one hostile value: valid JSON, valid UTF-8 on the wire, wrong in the contract."""
+        root = Path(self.pass_dir).parent
+        if case.path == "/jobs" and case.method == "POST":
+            variants = [
+                {"pass_dir": self.pass_dir, "settings": {"prompt": "a \udc80 cat"}},
+                {"pass_dir": self.pass_dir, "settings": {"negative_prompt": "\ud800", "steps": 1}},
+                {"pass_dir": self.pass_dir, "settings": {"frames": "1-" + "9" * 5000}},
+                {"pass_dir": str(root / ("x" * 300))},
+                {"pass_dir": self.pass_dir, "out_dir": str(root / ("o" * 256) / "f")},
+                {"pass_dir": self.pass_dir, "out_dir": str(root / "o\udc80")},
+            ]
+            case.body = variants[(draw * 7 + len(str(case.body))) % len(variants)]
+        elif case.path == "/jobs/upload" and isinstance(case.body, dict):
+            manifest = zipfile.ZipFile(io.BytesIO(self.pass_zip)).read("shot/manifest.json")
+            deep = "/".join(["d" * 200] * 24)
+            variants = [
+                {"shot/manifest.json": manifest, "shot/a": b"1", "shot/a/b": b"2"},
+                {"shot/manifest.json": manifest, "shot/" + "n" * 300: b"x"},
+                {"shot/manifest.json": manifest, f"shot/{deep}/f": b"x"},
+            ]
+            entries = variants[(draw + len(str(case.body))) % len(variants)]
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as zf:
+                for name, data in entries.items():
+                    zf.writestr(name, data)
+            case.body = {"file": buf.getvalue(), "settings": json.dumps({"prompt": "\udc80"}) if draw == 5 else "{}"}
 
 
 def fuzz(spec: dict[str, Any], url: str, examples: int, steer: Steer,
@@ -116,7 +151,7 @@ def fuzz(spec: dict[str, Any], url: str, examples: int, steer: Steer,
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             strategy = operation.as_strategy(generation_mode=mode)
 
-            @given(case=strategy, draw=st.integers(0, 3))
+            @given(case=strategy, draw=st.integers(0, 5))
             @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None,
                       verbosity=Verbosity.quiet)
             def run(case: Any, draw: int) -> None:
@@ -145,9 +180,6 @@ def fuzz(spec: dict[str, Any], url: str, examples: int, steer: Steer,
 
 
 def zip_folder(folder: Path) -> bytes:
-    import io
-    import zipfile
-
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for path in sorted(folder.iterdir()):
@@ -157,7 +189,7 @@ def zip_folder(folder: Path) -> bytes:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--examples", type=int, default=500, help="examples per operation and mode (default 500)")
+    parser.add_argument("--examples", type=int, default=400, help="examples per operation and mode (default 400)")
     parser.add_argument("--quick", action="store_true", help="5 examples per operation and mode (a few seconds)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (server log, data)")
     args = parser.parse_args()

@@ -60,7 +60,7 @@ def _type_schema(hint: Any) -> dict[str, Any]:
         return {"anyOf": [_type_schema(inner), {"type": "null"}]}
     if dataclasses.is_dataclass(hint):
         return dataclass_schema(hint)  # type: ignore[arg-type]
-    raise TypeError(f"no JSON schema for the settings type {hint!r}")
+    return {}  # a type this module does not know yet: any JSON value (a test fails until it is described)
 
 
 def _default(f: dataclasses.Field) -> Any:
