@@ -7,7 +7,8 @@ A main-thread timer then waits until no render job runs any more (``bpy.app.is_j
 own end-of-render work uses the scene, so it is never removed earlier), writes the manifest when every frame was
 rendered, removes the temporary scene and calls ``on_done(manifest, None)``, or ``on_done(None, error)`` when the
 render was cancelled (Esc) or failed. No render handler is registered for this, so none can be left behind.
-When the render job cannot start (another render is running, no window) the render runs blocking instead.
+A render job still running when it is asked for (the artist's own Ctrl+F12 ending) is waited for first. When the
+render job cannot start (no window, INVOKE refused) the render runs blocking instead.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ Done = Callable[[Optional["contract.PassManifest"], Optional[BaseException]], No
 
 class PassRenderStopped(RuntimeError):
     """The pass render ended before every frame was written (Esc, or the render failed)."""
+
+
+def render_job_running() -> bool:
+    """Whether a render job runs (replaceable in tests: headless there is never one)."""
+    return bool(bpy.app.is_job_running("RENDER"))
 
 
 def _window():
@@ -59,6 +65,23 @@ def start(scene, frame_start: int, frame_end: int, folder: str, on_done: Done, *
     if background or (window is None and invoke is None):
         _blocking(scene, frame_start, frame_end, folder, on_done, half, fast)
         return
+    timer = schedule or (lambda fn: bpy.app.timers.register(fn, first_interval=POLL_SECONDS))
+    if render_job_running():  # e.g. the artist's own Ctrl+F12 is still ending: start once it has
+        scene_name = scene.name
+
+        def retry() -> Optional[float]:
+            if render_job_running():
+                return POLL_SECONDS
+            target = bpy.data.scenes.get(scene_name)
+            if target is None:
+                on_done(None, PassRenderStopped(f"the scene {scene_name!r} is gone"))
+            else:
+                start(target, frame_start, frame_end, folder, on_done, half=half, fast=fast, background=False,
+                      invoke=invoke, schedule=schedule)
+            return None
+
+        timer(retry)
+        return
     fast = (not pass_export.needs_beauty(scene)) if fast is None else fast
     try:
         pass_export.prepare_folder(folder, frame_start, frame_end)
@@ -82,12 +105,12 @@ def start(scene, frame_start: int, frame_end: int, folder: str, on_done: Done, *
     log.info("pass render of frames %d-%d running as a render job (Esc cancels it)", frame_start, frame_end)
 
     def poll() -> Optional[float]:
-        if bpy.app.is_job_running("RENDER"):
+        if render_job_running():
             return POLL_SECONDS
         _finish(name, folder, frame_start, frame_end, on_done)
         return None
 
-    (schedule or (lambda fn: bpy.app.timers.register(fn, first_interval=POLL_SECONDS)))(poll)
+    timer(poll)
 
 
 def _finish(name: str, folder: str, frame_start: int, frame_end: int, on_done: Done) -> None:

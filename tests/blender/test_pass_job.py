@@ -24,5 +24,8 @@ def test_pass_render_as_a_render_job(run_scenario):
     assert fallback["done"] == 1 and fallback["error"] == "" and fallback["frames"] == [1, 2, 3]
     assert fallback["scenes"] == ["Scene"]
 
+    wait = r["waits_for_render"]  # a render job still running (the artist's Ctrl+F12 ending): started afterwards
+    assert wait["calls"] and wait["done_at_return"] == 0 and wait["done"] == 1 and wait["frames"] == [1, 2, 3]
+
     assert r["then_state_running"] == "rendering passes"
     assert r["then_state"] == "cancelled" and "passes of frames 1-3 could not be rendered" in r["then_error"]
