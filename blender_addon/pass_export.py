@@ -288,13 +288,9 @@ def _geometry_depths(scene, camera: "contract.FrameCamera", depsgraph) -> list[f
 
 
 def frames_on_disk(folder: str, first: int, last: int) -> list[int]:
-    pattern = re.compile(re.escape(PASS_PREFIX) + r"(-?\d+)\.exr$")
-    found = []
-    for name in os.listdir(folder) if os.path.isdir(folder) else []:
-        m = pattern.match(name)
-        if m and first <= int(m.group(1)) <= last:
-            found.append(int(m.group(1)))
-    return sorted(found)
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    numbers = (contract.frame_number(name, contract.PASS_FILE_PATTERN) for name in names)
+    return sorted(f for f in numbers if f is not None and first <= f <= last)
 
 
 def build_manifest(scene, folder: str, frame_start: int, frame_end: int) -> "contract.PassManifest":

@@ -405,19 +405,7 @@ def status(context=None) -> NeurenderStatus:
     return (context or bpy.context).window_manager.neurender
 
 
-def parse_steps(text: str) -> list[int]:
-    out = []
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(int(part))
-        except ValueError:
-            raise contract.ContractError(f"deflicker steps {text!r} must be whole numbers separated by commas") from None
-    return out
-
-
+parse_steps = contract.parse_step_list  # the one parser of deflicker step lists (0-based indices)
 _deflicker_steps = parse_steps  # the old name
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 
 import bpy
 
@@ -23,14 +22,8 @@ STRIP_NAME = "neurender"
 
 def result_frames(folder: str) -> list[int]:
     """Frame numbers of ``frame_NNNN.png`` files in ``folder``, sorted."""
-    prefix, _, suffix = contract.FRAME_FILE_PATTERN.partition("{frame:04d}")
-    pattern = re.compile(re.escape(prefix) + r"(-?\d+)" + re.escape(suffix) + "$")
-    frames = []
-    for name in os.listdir(folder) if os.path.isdir(folder) else []:
-        m = pattern.match(name)
-        if m:
-            frames.append(int(m.group(1)))
-    return sorted(frames)
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(f for f in map(contract.frame_number, names) if f is not None)
 
 
 def our_strips(scene) -> list:

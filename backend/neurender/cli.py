@@ -18,6 +18,7 @@ from neurender import __version__
 from neurender.contract import (
     CONSISTENCY_MODES,
     CONTROL_KINDS,
+    DEFLICKER_SPACES,
     DEVICES,
     DTYPES,
     PREDICTION_TYPES,
@@ -27,6 +28,7 @@ from neurender.contract import (
     LoraSpec,
     Progress,
     RenderSettings,
+    parse_step_list,
 )
 
 log = logging.getLogger("neurender")
@@ -74,9 +76,9 @@ def _lora_arg(text: str) -> LoraSpec:
 
 def _steps_arg(text: str) -> list[int]:
     try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--deflicker-steps {text!r}: expected comma-separated step numbers") from None
+        return parse_step_list(text)
+    except ContractError as exc:
+        raise argparse.ArgumentTypeError(f"--deflicker-steps: {exc}") from None
 
 
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
@@ -134,8 +136,9 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth-smoothing", dest="depth_smoothing", type=int, default=d,
                    help="Savitzky-Golay window over per-frame depth ranges (0: one shot-wide range)")
     p.add_argument("--deflicker-steps", dest="deflicker_steps", type=_steps_arg, default=d, metavar="I,J,...",
-                   help="denoising steps (0-based) at which the in-iteration deflicker runs, e.g. 4,9,14")
-    p.add_argument("--deflicker-space", dest="deflicker_space", choices=("pixel", "latent"), default=d,
+                   help="0-based denoising step indices at which the in-iteration deflicker runs, e.g. 4,9,14 "
+                        "(index i shows as step i+1 in the progress)")
+    p.add_argument("--deflicker-space", dest="deflicker_space", choices=DEFLICKER_SPACES, default=d,
                    help="in-iteration deflicker on decoded frames (DiffSynth) or on latents (cheaper)")
     p.add_argument("--deflicker-method", dest="deflicker_method", choices=("auto", "exact", "flow", "patchmatch"), default=d)
     p.add_argument("--deflicker-window", dest="deflicker_window", type=int, default=d)
@@ -164,11 +167,11 @@ def settings_from_args(args: argparse.Namespace, base: Optional[dict] = None) ->
         if not isinstance(loaded, dict):
             raise ContractError(f"settings file {args.settings} must hold a JSON object of render settings")
         data.update(loaded)
-    settings = RenderSettings.from_dict(data) if data else RenderSettings()
+    settings = RenderSettings.from_dict(data, check=False) if data else RenderSettings()
     for name in RenderSettings.__dataclass_fields__:
         if hasattr(args, name):
             setattr(settings, name, getattr(args, name))
-    settings.check()
+    settings.check()  # the one check of this process: the runner trusts it (JobSpec.settings_checked)
     return settings
 
 
@@ -239,7 +242,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     printer = ProgressPrinter(args.progress)
     try:
         result = run_render(
-            JobSpec(pass_dir=args.pass_dir, out_dir=args.out, settings=settings, save_controls=args.save_controls),
+            JobSpec(pass_dir=args.pass_dir, out_dir=args.out, settings=settings, save_controls=args.save_controls,
+                    settings_checked=True),
             progress=printer,
             cancel=cancel,
         )

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import json
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 PROTOCOL_VERSION = 1
@@ -263,6 +265,46 @@ class PassManifest:
     def frame_numbers(self) -> list[int]:
         return [f.frame for f in self.frames]
 
+    @classmethod
+    def read(cls, folder: "Path | str") -> "PassManifest":
+        """The manifest of the pass folder ``folder`` (``ManifestError`` when it is missing, unreadable or broken)."""
+        folder = Path(folder)
+        path = folder / MANIFEST_NAME
+        if not folder.is_dir():
+            raise ManifestError(f"pass folder {folder} does not exist or is not a folder")
+        if not path.is_file():
+            raise ManifestError(f"{path} is missing: a pass folder needs a {MANIFEST_NAME}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"{path} cannot be read: {exc}") from None
+        try:
+            return cls.from_json(text)
+        except ContractError as exc:
+            raise ManifestError(f"{path}: {exc}", kind=exc.kind) from None
+
+    def select_frames(self, frames: "str | tuple[int, int] | None" = None) -> list[int]:
+        """The frames a job renders: every frame of the shot, or those within ``frames`` (``"A-B"`` or an inclusive
+        ``(first, last)``), which must lie within the shot's ``frame_start..frame_end`` and select at least one.
+
+        The one frame-selection rule: the server applies it at submit (a 4xx ``bad_frames`` before the job is queued),
+        the runner when it opens the pass folder, the farm when it cuts a shot into chunks."""
+        selected = sorted(self.frame_numbers)
+        if frames:
+            first, last = parse_frame_range(frames) if isinstance(frames, str) else (int(frames[0]), int(frames[1]))
+            if last < first:
+                raise ContractError(f"requested frame range {first}-{last} is empty", kind=ErrorKind.BAD_FRAMES)
+            if first < self.frame_start or last > self.frame_end:
+                raise ContractError(f"requested frames {first}-{last} lie outside the shot's frames "
+                                    f"{self.frame_start}-{self.frame_end}", kind=ErrorKind.BAD_FRAMES)
+            selected = [f for f in selected if first <= f <= last]
+            if not selected:
+                raise ContractError(f"the pass folder has no frames within {first}-{last}", kind=ErrorKind.BAD_FRAMES)
+        if len(selected) > MAX_FRAMES:
+            raise ContractError(f"{len(selected)} frames exceed the limit of {MAX_FRAMES} per job",
+                                kind=ErrorKind.BAD_FRAMES)
+        return selected
+
     def check(self) -> None:
         if self.schema_version != PASS_SCHEMA_VERSION:
             raise ManifestError(
@@ -496,6 +538,28 @@ _FRAMES_RE = re.compile(r"^\s*(-?[0-9]{1,9})\s*(?:-\s*(-?[0-9]{1,9})\s*)?$")
 MAX_FRAME_RANGE_CHARS = 64
 
 
+def render_size(settings: "RenderSettings", pass_width: int, pass_height: int) -> tuple[int, int]:
+    """(width, height) of a job: the settings' size, or the pass folder's rounded down to a multiple of 8.
+
+    The one render-size rule (the server at submit, the runner, the farm)."""
+    width = settings.width or (pass_width // 8) * 8
+    height = settings.height or (pass_height // 8) * 8
+    if width < 8 or height < 8:
+        raise ContractError(f"the pass resolution {pass_width}x{pass_height} is too small to render (minimum 8x8)",
+                            kind=ErrorKind.BAD_INPUT)
+    if width > MAX_RESOLUTION or height > MAX_RESOLUTION:
+        raise ContractError(f"the render size {width}x{height} exceeds {MAX_RESOLUTION}; set width/height in the settings")
+    return width, height
+
+
+def frame_number(name: str, pattern: str = FRAME_FILE_PATTERN) -> Optional[int]:
+    """The frame number of a file named by ``pattern`` (``frame_0012.png`` -> 12; ``PASS_FILE_PATTERN`` for pass
+    files), None for any other name (temporary files included). The one frame-file-name rule."""
+    prefix, _, suffix = pattern.partition("{frame:04d}")
+    m = re.fullmatch(re.escape(prefix) + r"(-?\d+)" + re.escape(suffix), name)
+    return int(m.group(1)) if m else None
+
+
 def parse_frame_range(text: str) -> tuple[int, int]:
     """Parse ``"A-B"`` or ``"A"`` into an inclusive range (frame numbers of at most 9 digits)."""
     if not isinstance(text, str):
@@ -560,7 +624,9 @@ class RenderSettings:
     depth_smoothing: int = 0
     """Savitzky-Golay window (odd, >= 3) over the per-frame depth range; 0 keeps one fixed shot-wide range."""
     deflicker_steps: list[int] = field(default_factory=list)
-    """Denoising step indices at which the in-iteration deflicker runs (empty: never)."""
+    """0-based denoising step indices (0..steps-1) at which the in-iteration deflicker runs (empty: never). The
+    progress counts steps done, so index i is reported as step i+1 of N. With img2img the steps before its start
+    (``img2img_start_step``) are never run and are refused. Text form: ``parse_step_list``."""
     deflicker_method: str = "auto"
     deflicker_window: int = 4
     post_deflicker: bool = False
@@ -649,7 +715,15 @@ class RenderSettings:
             raise ContractError("depth smoothing window must be 0 (off) or an odd number within 3..99")
         for s in self.deflicker_steps:
             if not (0 <= s < self.steps):
-                raise ContractError(f"deflicker step {s} is outside 0..{self.steps - 1}")
+                raise ContractError(f"deflicker step {s} is outside 0..{self.steps - 1} (step indices are 0-based)")
+        start = img2img_start_step(self.steps, self.img2img_strength) if self.img2img_strength > 0 else 0
+        early = sorted(s for s in self.deflicker_steps if s < start)
+        if early:
+            raise ContractError(
+                f"deflicker steps {', '.join(map(str, early))} come before the img2img start (step index {start} of "
+                f"{self.steps} at strength {self.img2img_strength:g}) and would never run; use steps {start}.."
+                f"{self.steps - 1} or a higher strength"
+            )
         if self.deflicker_method not in ("auto", "exact", "flow", "patchmatch"):
             raise ContractError("deflicker method must be auto, exact, flow or patchmatch")
         if not (1 <= self.deflicker_window <= 32):
@@ -685,8 +759,11 @@ class RenderSettings:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RenderSettings":
-        """Build from JSON-like data; unknown keys and wrong types are errors, never silently dropped."""
+    def from_dict(cls, data: dict[str, Any], *, check: bool = True) -> "RenderSettings":
+        """Build from JSON-like data; unknown keys and wrong types are errors, never silently dropped.
+
+        ``check=False`` skips ``check()`` for a caller that checks once itself after changing fields (the CLI), or
+        that reads settings checked when they entered (the server's worker reading its own job records)."""
         if not isinstance(data, dict):
             raise ContractError("settings must be a JSON object")
         fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -700,18 +777,52 @@ class RenderSettings:
                 kwargs[name] = [_build(ControlNetUnit, u, "controlnet") for u in _as_list(value, name)]
             elif name == "loras":
                 kwargs[name] = [_build(LoraSpec, u, "lora") for u in _as_list(value, name)]
-            elif name == "deflicker_steps":
-                kwargs[name] = [_coerce(int, v, name) for v in _as_list(value, name)]
-            elif name == "embeddings":
-                kwargs[name] = [_coerce(str, v, name) for v in _as_list(value, name)]
+            elif name in _LIST_ITEMS:
+                kwargs[name] = [_coerce(_LIST_ITEMS[name], v, name) for v in _as_list(value, name)]
             else:
                 kwargs[name] = _coerce(type(getattr(defaults, name)), value, name)
         settings = cls(**kwargs)
-        settings.check()
+        if check:
+            settings.check()
         return settings
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+    def digest(self, leave_out: tuple[str, ...] = ("overwrite",), **context: Any) -> str:
+        """SHA-256 of these settings without the ``leave_out`` fields, with ``context`` (JSON values, e.g. the
+        manifest) as ``{"settings": ..., **context}``; without context, of the settings alone. The one settings hash:
+        the runner's resume and look fingerprints, the farm's chunk and anchor hashes (the values are stored in
+        output and anchor folders, so the layout of the hashed JSON must not change)."""
+        data = self.to_dict()
+        for name in leave_out:
+            data.pop(name, None)
+        payload = {"settings": data, **context} if context else data
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+_LIST_ITEMS: dict[str, type] = {"deflicker_steps": int, "embeddings": str}
+"""The list fields of plain values in ``RenderSettings`` and the type of their items."""
+
+
+def img2img_start_step(steps: int, strength: float) -> int:
+    """The first denoising step index an img2img render runs (diffusers' img2img: ``strength`` 1 starts at 0)."""
+    return min(steps - 1, int(round(steps * (1 - strength))))
+
+
+def parse_step_list(text: str) -> list[int]:
+    """``"4,9,14"`` (commas or semicolons, spaces allowed) -> ``[4, 9, 14]``: 0-based denoising step indices.
+
+    The one text form of ``deflicker_steps`` (CLI ``--deflicker-steps``, the add-on's field)."""
+    out = []
+    for part in str(text).replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not re.fullmatch(r"\d{1,6}", part):
+            raise ContractError(f"deflicker steps {str(text)[:64]!r} must be whole numbers separated by commas")
+        out.append(int(part))
+    return out
 
 
 def _as_list(value: Any, name: str) -> list[Any]:
@@ -791,6 +902,11 @@ JOB_FINAL_STATES = (JOB_DONE, JOB_FAILED, JOB_CANCELLED)
 # Job = {"id", "state" (JOB_STATES), "progress": Progress.to_dict(), "error": str | null,
 #        "error_kind": ErrorKind value | null (set when failed or cancelled), "created", "updated" (unix s),
 #        "frames_done": [frame numbers finished], "frame_start", "frame_end", "out_dir", "settings": {RenderSettings}}
+#        (its keys, in order: JOB_FIELDS; the server's store and OpenAPI model are built from / tested against it)
+
+JOB_FIELDS = ("id", "state", "progress", "error", "error_kind", "created", "updated", "frames_done", "frame_start",
+              "frame_end", "out_dir", "settings")
+"""The keys of a ``Job`` object of the HTTP API (see the comment above)."""
 
 TOKEN_HEADER = "Authorization"
 """Requests carry ``Authorization: Bearer <token>`` whenever the server requires a token."""
@@ -815,6 +931,8 @@ class Progress:
     frames_done: int = 0
     frames_total: int = 0
     step: int = 0
+    """Denoising steps done (1..steps_total). Step *indices* in the settings (``deflicker_steps``) are 0-based: the
+    deflicker at index i runs in the iteration that ends with ``step == i + 1``."""
     steps_total: int = 0
     phase: str = ""
     message: str = ""

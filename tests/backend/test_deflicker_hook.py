@@ -129,6 +129,7 @@ def test_pixel_hook_moves_x0_by_the_encoded_change_of_the_decoded_frames(pipe, s
 
 def test_post_pass_options_sharpen_and_compensate_reach_the_deflicker(scene_folder):
     from neurender.deflicker.render_glue import post_deflicker
+    from neurender.plan import deflicker_options
 
     scene, folder = scene_folder
     rng = np.random.default_rng(0)
@@ -136,7 +137,7 @@ def test_post_pass_options_sharpen_and_compensate_reach_the_deflicker(scene_fold
     images = np.stack([np.clip(scene.combined(f) * rng.uniform(0.7, 1.3), 0, 1) for f in frames]).astype(np.float32)
 
     def run(**kw):
-        return post_deflicker(images, RenderSettings(deflicker_window=2, **kw), folder, frames)
+        return post_deflicker(images, deflicker_options(RenderSettings(deflicker_window=2, **kw)), folder, frames)
 
     def grad(x):
         return float(np.abs(np.diff(x, axis=2)).mean())

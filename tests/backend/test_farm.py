@@ -15,7 +15,8 @@ from neurender.cli import main
 from neurender.contract import ControlNetUnit, RenderSettings
 from neurender.engine.attention import CrossFrameState, FrameBatch
 from neurender.errors import InputError
-from neurender.farm.anchors import ANCHORS_DATA, compute_anchors, load_anchors, pick_anchor_frames
+from neurender.farm.anchor_files import ANCHORS_DATA, load_anchors
+from neurender.farm.anchors import compute_anchors, pick_anchor_frames
 from neurender.farm.chunks import CHUNK_MARKER, chunk_dir, chunk_for, plan_chunks, render_chunk
 from neurender.farm.merge import blend_weight, merge_chunks
 from neurender.models.cache import PipelineCache

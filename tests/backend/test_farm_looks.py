@@ -12,7 +12,8 @@ from PIL import Image
 from neurender.cli import main
 from neurender.contract import ControlNetUnit, RenderSettings
 from neurender.errors import InputError
-from neurender.farm.anchors import compute_anchors, load_anchors
+from neurender.farm.anchor_files import load_anchors
+from neurender.farm.anchors import compute_anchors
 from neurender.farm.chunks import render_chunk
 from neurender.farm.looks import open_look, save_look
 from neurender.models.cache import PipelineCache

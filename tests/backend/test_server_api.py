@@ -266,7 +266,7 @@ def test_invalid_requests_get_4xx_with_a_reason(tmp_path, step_seconds):
             ({"pass_dir": str(passes), "settings": {"width": 4096}}, 422, "width"),
             ({"pass_dir": str(passes), "settings": {"bogus": 1}}, 422, "unknown settings: bogus"),
             ({"pass_dir": str(passes), "settings": {"seed": "x"}}, 422, "seed"),
-            ({"pass_dir": str(passes), "settings": {"frames": "50-60"}}, 422, "none of the frames"),
+            ({"pass_dir": str(passes), "settings": {"frames": "50-60"}}, 422, "lie outside the shot"),
             ({"settings": {}}, 422, "pass_dir"),
             ({"pass_dir": str(tmp_path / "missing")}, 422, "does not exist"),
             ({"pass_dir": str(tmp_path)}, 422, "manifest.json"),

@@ -14,6 +14,6 @@ Modules (one idea each; import them directly, this package imports nothing at im
 * ``enhance`` -- contrast/sharpness x1.1 (DiffSynth) and colour statistics compensation;
 * ``sequence`` -- ``Deflicker`` (blend + corrections) and ``deflicker_frames`` for finished frames;
 * ``hook`` -- ``DeflickerHook``, the in-iteration deflicker for ``LockstepSampler`` (DiffSynth Sec. 3.3);
-* ``render_glue`` -- hooks and post pass from ``RenderSettings`` for the runner;
+* ``render_glue`` -- hooks and post pass from typed ``DeflickerOptions`` for the job plan;
 * ``sequence_io`` / ``cli_deflicker`` -- ``neurender deflicker FRAMES_DIR --out OUT_DIR [--passes PASS_DIR] ...``.
 """

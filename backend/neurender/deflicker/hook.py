@@ -20,9 +20,10 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
+from neurender.contract import DEFLICKER_SPACES
+
 log = logging.getLogger(__name__)
 
-SPACES = ("pixel", "latent")
 ImageDeflicker = Callable[..., torch.Tensor]
 """(n, C, H, W) tensor, lo, hi -> (n, C, H, W): e.g. a ``sequence.Deflicker``."""
 
@@ -32,8 +33,8 @@ class DeflickerHook:
 
     def __init__(self, deflicker: ImageDeflicker, steps: Iterable[int], space: str = "pixel",
                  residual: bool = True) -> None:
-        if space not in SPACES:
-            raise ValueError(f"deflicker space {space!r} is not one of {', '.join(SPACES)}")
+        if space not in DEFLICKER_SPACES:
+            raise ValueError(f"deflicker space {space!r} is not one of {', '.join(DEFLICKER_SPACES)}")
         self.deflicker = deflicker
         self.steps = frozenset(int(s) for s in steps)
         self.space = space
@@ -56,5 +57,6 @@ class DeflickerHook:
             else:
                 x0_new = sampler.encode(fixed).to(x0.dtype)
         self.calls += 1
-        log.info("deflicker (%s) at step %d: %.2f s", self.space, ctx.step, time.perf_counter() - start)
+        log.info("deflicker (%s) at step index %d (progress step %d/%d): %.2f s", self.space, ctx.step, ctx.step + 1,
+                 ctx.num_steps, time.perf_counter() - start)
         return ctx.noise_from_x0(x0_new)

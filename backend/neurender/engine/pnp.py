@@ -22,6 +22,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
+from neurender.contract import img2img_start_step
 from neurender.engine.attention import FrameBatch
 from neurender.engine.inversion import ddim_invert, inversion_timesteps
 from neurender.engine.prediction import prediction_type
@@ -77,7 +78,7 @@ class Img2Img:
     def prepare(self, sampler, latents: torch.Tensor, timesteps) -> tuple[torch.Tensor, int]:
         pipe = sampler.pipe
         n_steps = len(timesteps)
-        start = min(n_steps - 1, int(round(n_steps * (1 - self.strength))))
+        start = img2img_start_step(n_steps, self.strength)
         used = [int(t) for t in timesteps]
         t_start = used[start]
         pnp_until = max(self.pnp_features, self.pnp_attention)

@@ -10,7 +10,6 @@ anchors (``anchors.py``), so a chunk is a deterministic function of (settings, a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field, replace
@@ -81,11 +80,7 @@ def chunk_dir(out_dir: Path | str, chunk: Chunk) -> Path:
 
 def settings_fingerprint(settings: RenderSettings, anchors_digest: str, manifest_json: str) -> str:
     """What neighbouring chunks must share to be blended: settings (not frames/overwrite), anchors, passes."""
-    data = settings.to_dict()
-    for name in ("frames", "overwrite"):
-        data.pop(name, None)
-    blob = json.dumps({"settings": data, "anchors": anchors_digest, "manifest": manifest_json}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return settings.digest(("frames", "overwrite"), anchors=anchors_digest, manifest=manifest_json)
 
 
 @dataclass
@@ -167,7 +162,7 @@ def render_chunk(
     result.random_model = rendered.random_model
     anchors_digest = rendered.anchors_digest
     if anchors and not anchors_digest:  # every frame was already there: the runner did not open the anchors
-        from neurender.farm.anchors import load_anchors
+        from neurender.farm.anchor_files import load_anchors
 
         anchors_digest = result.anchors_digest = load_anchors(anchors, settings).digest
     marker = {

@@ -27,7 +27,7 @@ from typing import Optional
 
 from neurender.contract import ContractError, RenderSettings
 from neurender.errors import InputError
-from neurender.farm.anchors import ANCHORS_DATA, ANCHORS_META, read_meta
+from neurender.farm.anchor_files import ANCHORS_DATA, ANCHORS_META, read_meta
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def save_look(
     if anchors is not None:
         folder = Path(anchors)
         meta = read_meta(folder)
-        from neurender.farm.anchors import check_compatible
+        from neurender.farm.anchor_files import check_compatible
 
         check_compatible(meta, settings, folder)
         for member in [ANCHORS_META, ANCHORS_DATA] + [f"anchor_{int(f):04d}.png" for f in meta["frames"]]:

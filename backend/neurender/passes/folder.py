@@ -19,7 +19,6 @@ import numpy as np
 
 from neurender.contract import (
     DEPTH_BACKGROUND_THRESHOLD,
-    MANIFEST_NAME,
     ContractError,
     FrameCamera,
     FrameEntry,
@@ -97,36 +96,15 @@ class PassFolder:
 
     # ----------------------------------------------------------------------------------------------------------
     @classmethod
-    def open(cls, path: Path | str, frames: tuple[int, int] | None = None) -> "PassFolder":
-        """Open and validate a pass folder; ``frames`` is an optional inclusive ``(first, last)`` subset."""
+    def open(cls, path: Path | str, frames: str | tuple[int, int] | None = None) -> "PassFolder":
+        """Open and validate a pass folder; ``frames`` is an optional ``"A-B"`` or inclusive ``(first, last)`` subset
+        (``PassManifest.select_frames``)."""
         path = Path(path)
-        if not path.is_dir():
-            raise PassFolderError(f"pass folder {path} does not exist or is not a folder")
-        manifest_path = path / MANIFEST_NAME
-        if not manifest_path.is_file():
-            raise PassFolderError(f"{manifest_path} is missing: a pass folder needs a {MANIFEST_NAME}")
-        try:
-            text = manifest_path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PassFolderError(f"{manifest_path} cannot be read: {exc}") from None
-        try:
-            manifest = PassManifest.from_json(text)
+        try:  # the contract's rules: manifest reading and frame selection (the server applies the same at submit)
+            manifest = PassManifest.read(path)
+            selected = manifest.select_frames(frames)
         except ContractError as exc:
-            raise PassFolderError(f"{manifest_path}: {exc}") from None
-
-        selected = sorted(manifest.frame_numbers)
-        if frames is not None:
-            first, last = int(frames[0]), int(frames[1])
-            if last < first:
-                raise PassFolderError(f"requested frame range {first}-{last} is empty")
-            if first < manifest.frame_start or last > manifest.frame_end:
-                raise PassFolderError(
-                    f"requested frames {first}-{last} lie outside the shot's frames "
-                    f"{manifest.frame_start}-{manifest.frame_end} in {manifest_path}"
-                )
-            selected = [f for f in selected if first <= f <= last]
-            if not selected:
-                raise PassFolderError(f"the pass folder {path} has no frames within {first}-{last}")
+            raise PassFolderError(str(exc), kind=exc.kind) from None
 
         folder = cls(path, manifest, selected)
         folder._check_files()

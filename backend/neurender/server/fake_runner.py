@@ -16,8 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Optional
 
-from neurender.contract import FRAME_FILE_PATTERN, MANIFEST_NAME, PassManifest, Progress, parse_frame_range
-from neurender.errors import PassFolderError
+from neurender.contract import FRAME_FILE_PATTERN, MANIFEST_NAME, PassManifest, Progress, render_size
 from neurender.runner import CancelToken, JobSpec, ProgressCallback, RenderResult
 
 STEP_SECONDS_ENV = "NEURENDER_FAKE_STEP_SECONDS"
@@ -63,16 +62,9 @@ def run_fake_render(
     pipelines: object = None,
 ) -> RenderResult:
     step_seconds = float(os.environ.get(STEP_SECONDS_ENV, "0.01"))
-    manifest_path = Path(spec.pass_dir) / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise PassFolderError(f"{manifest_path} does not exist")
-    manifest = PassManifest.from_json(manifest_path.read_text(encoding="utf-8"))
-    frames = manifest.frame_numbers
-    if spec.settings.frames:
-        a, b = parse_frame_range(spec.settings.frames)
-        frames = [f for f in frames if a <= f <= b]
-    width = spec.settings.width or max(8, manifest.width // 8 * 8)
-    height = spec.settings.height or max(8, manifest.height // 8 * 8)
+    manifest = PassManifest.read(spec.pass_dir)  # the contract's rules, as the real runner
+    frames = manifest.select_frames(spec.settings.frames)
+    width, height = render_size(spec.settings, manifest.width, manifest.height)
     out_dir = Path(spec.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = RenderResult(out_dir=out_dir)

@@ -10,16 +10,7 @@ from typing import Any, Optional
 
 from fastapi import Request
 
-from neurender.contract import (
-    MANIFEST_NAME,
-    MAX_FRAMES,
-    MAX_RESOLUTION,
-    ContractError,
-    ErrorKind,
-    PassManifest,
-    RenderSettings,
-    parse_frame_range,
-)
+from neurender.contract import ContractError, ErrorKind, PassManifest, RenderSettings, render_size
 from neurender.errors import PassFolderError, ServiceRefusal
 from neurender.server.config import ServerConfig
 from neurender.server.paths import PathRefused, confine, confine_file
@@ -45,18 +36,6 @@ def detect_device() -> str:
     return "cpu"
 
 
-def _job_frames(manifest: PassManifest, settings: RenderSettings, where: str) -> list[int]:
-    frames = manifest.frame_numbers
-    if settings.frames:
-        a, b = parse_frame_range(settings.frames)
-        frames = [f for f in frames if a <= f <= b]
-        if not frames:
-            raise ContractError(f"frames {settings.frames} select none of the frames in {where}", kind=ErrorKind.BAD_FRAMES)
-    if len(frames) > MAX_FRAMES:
-        raise ContractError(f"{len(frames)} frames exceed the limit of {MAX_FRAMES} per job", kind=ErrorKind.BAD_FRAMES)
-    return sorted(frames)
-
-
 def _check_out_dir(out_dir: Path) -> None:
     """The output folder is created by the job, not at submit (a refused or failed job leaves nothing behind); here
     only: it is a folder if it exists, and its nearest existing parent is a folder this process may write into."""
@@ -69,19 +48,6 @@ def _check_out_dir(out_dir: Path) -> None:
         raise PathRefused(f"out_dir {out_dir} cannot be created: {existing} is not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise PathRefused(f"out_dir {out_dir} cannot be written: {existing} is not writable for the server")
-
-
-def _read_manifest(pass_dir: Path) -> PassManifest:
-    path = pass_dir / MANIFEST_NAME
-    if not pass_dir.is_dir():
-        raise PassFolderError(f"pass folder {pass_dir} does not exist or is not a folder")
-    if not path.is_file():
-        raise PassFolderError(f"pass folder {pass_dir} has no {MANIFEST_NAME}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PassFolderError(f"{path} cannot be read: {exc}") from None
-    return PassManifest.from_json(text)
 
 
 class Service:
@@ -110,14 +76,10 @@ class Service:
         return settings
 
     def submit(self, job_id: str, pass_dir: Path, out_dir: Path, settings: RenderSettings, uploaded: bool) -> JobRecord:
-        manifest = _read_manifest(pass_dir)
-        width = settings.width or manifest.width // 8 * 8
-        height = settings.height or manifest.height // 8 * 8
-        if width > MAX_RESOLUTION or height > MAX_RESOLUTION:
-            raise ContractError(
-                f"the render size {width}x{height} exceeds {MAX_RESOLUTION}; set width/height in the settings"
-            )
-        frames = _job_frames(manifest, settings, str(pass_dir))
+        # the contract's rules, as the runner applies them: a job that can only fail is refused here
+        manifest = PassManifest.read(pass_dir)
+        render_size(settings, manifest.width, manifest.height)
+        frames = manifest.select_frames(settings.frames)
         self.check_pass_files(pass_dir, manifest, frames)
         _check_out_dir(out_dir)
         with self._submit_lock:  # the checks and the insert are one step for concurrent clients

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 from neurender.contract import (
     JOB_CANCELLED,
+    JOB_FIELDS,
     JOB_DONE,
     JOB_FAILED,
     JOB_FINAL_STATES,
@@ -77,20 +78,7 @@ class JobRecord:
 
     def to_api(self) -> dict[str, Any]:
         """The ``Job`` JSON object of the HTTP API (see ``neurender.contract``)."""
-        return {
-            "id": self.id,
-            "state": self.state,
-            "progress": self.progress,
-            "error": self.error,
-            "error_kind": self.error_kind,
-            "created": self.created,
-            "updated": self.updated,
-            "frames_done": self.frames_done,
-            "frame_start": self.frame_start,
-            "frame_end": self.frame_end,
-            "out_dir": self.out_dir,
-            "settings": self.settings,
-        }
+        return {name: getattr(self, name) for name in JOB_FIELDS}
 
 
 def _valid_text(value: Any) -> Any:

@@ -8,7 +8,6 @@ interrupts the running job the same way but puts it back in the queue instead of
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from neurender.contract import (
     Progress,
     RenderSettings,
     error_kind_of,
+    frame_number,
 )
 from neurender.errors import JobCancelled
 from neurender.runner import CancelToken, JobSpec
@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 
 Runner = Callable[..., Any]
 
-_FRAME_NAME = re.compile("^" + re.escape(FRAME_FILE_PATTERN).replace(r"\{frame:04d\}", r"(-?\d+)") + "$")
-
-
 def scan_frames_done(out_dir: Path, frame_start: int, frame_end: int) -> list[int]:
     """Frame numbers with a finished file in ``out_dir`` (temp files never match the final name)."""
     try:
@@ -46,11 +43,9 @@ def scan_frames_done(out_dir: Path, frame_start: int, frame_end: int) -> list[in
         return []
     done = []
     for name in names:
-        m = _FRAME_NAME.match(name)
-        if m:
-            frame = int(m.group(1))
-            if frame_start <= frame <= frame_end and name == FRAME_FILE_PATTERN.format(frame=frame):
-                done.append(frame)
+        frame = frame_number(name)
+        if frame is not None and frame_start <= frame <= frame_end and name == FRAME_FILE_PATTERN.format(frame=frame):
+            done.append(frame)
     return sorted(done)
 
 
@@ -181,10 +176,11 @@ class Worker:
 
         log.info("job %s: started (%s -> %s)", record.id, record.pass_dir, record.out_dir)
         try:
-            settings = RenderSettings.from_dict(record.settings)
+            # checked once at submit (Service.settings_from); the record is the server's own
+            settings = RenderSettings.from_dict(record.settings, check=False)
             # the control images go along (small PNGs), so the add-on can show what the ControlNets saw
             spec = JobSpec(pass_dir=Path(record.pass_dir), out_dir=out_dir, settings=settings,
-                           save_controls=out_dir / CONTROLS_DIR)
+                           save_controls=out_dir / CONTROLS_DIR, settings_checked=True)
             self.runner(spec, progress=on_progress, cancel=token, pipelines=self.pipelines)
         except JobCancelled:
             if self._stop.is_set() and not self.store.get(record.id).cancel_requested:  # type: ignore[union-attr]
