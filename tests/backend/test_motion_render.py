@@ -73,9 +73,9 @@ def test_motion_module_with_two_controlnets_and_a_reference_image(tiny_model_dir
 
 def test_cli_refuses_a_bad_motion_module_before_loading_any_model(tiny_model_dir, passes, tmp_path, caplog,
                                                                    monkeypatch):
-    import neurender.runner as runner
+    import neurender.plan as plan
 
-    monkeypatch.setattr(runner, "_load", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(plan, "load_models", lambda *a, **k: pytest.fail("a model was loaded"))
     bad = next((tiny_model_dir.model / "unet").glob("*.safetensors"))
     assert main(["render", str(passes), "--out", str(tmp_path / "x"), *_flags(tiny_model_dir),
                  "--motion-module", str(bad)]) == 2

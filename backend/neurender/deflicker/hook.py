@@ -57,6 +57,6 @@ class DeflickerHook:
             else:
                 x0_new = sampler.encode(fixed).to(x0.dtype)
         self.calls += 1
-        log.info("deflicker (%s) at step index %d (progress step %d/%d): %.2f s", self.space, ctx.step, ctx.step + 1,
-                 ctx.num_steps, time.perf_counter() - start)
+        log.info("deflicker (%s) at step index %d (progress step %d): %.2f s", self.space, ctx.step, ctx.step + 1,
+                 time.perf_counter() - start)
         return ctx.noise_from_x0(x0_new)
