@@ -224,10 +224,6 @@ class ProgressPrinter:
 def cmd_render(args: argparse.Namespace) -> int:
     from neurender.runner import CancelToken, JobSpec, run_render
 
-    if any(getattr(args, name, None) is not None for name in ("overlap", "anchors", "look")):  # farm chunk (issue #7)
-        from neurender.farm.cli_farm import cmd_render_chunk
-
-        return cmd_render_chunk(args)
     settings = settings_from_args(args)
     cancel = CancelToken()
     previous = signal.getsignal(signal.SIGINT)
@@ -299,11 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--save-controls", dest="save_controls", type=Path, help="also write the control images used")
     render.add_argument("--progress", choices=("bar", "json", "none"), default="bar")
     add_settings_arguments(render)
-    render.add_argument("--overlap", type=int, metavar="N", help="also render N frames on each side of --frames and "
-                        "blend them with the neighbouring chunks (render farm)")
-    render.add_argument("--anchors", type=Path, metavar="DIR", help="shared anchors from `neurender anchors`")
-    render.add_argument("--look", type=Path, metavar="FILE", help="a look from `neurender look save`")
-    render.set_defaults(func=cmd_render)
+    render.set_defaults(func=cmd_render)  # the farm's register() adds its chunk flags (farm/cli_farm.py)
 
     doctor = sub.add_parser("doctor", help="report torch/CUDA and check model paths")
     doctor.add_argument("--model", action="append", help="a model path to check (repeatable)")
@@ -318,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _optional_commands():
-    """Sub-commands that live next to their subsystem, each exposing ``register(subparsers)``."""
+    """Sub-commands that live next to their subsystem, each exposing ``register(subparsers)`` (loaded by name: they
+    import this module's shared flags and helpers, never the other way round)."""
     import importlib
 
     names = ["neurender.server.cli_serve", "neurender.deflicker.cli_deflicker", "neurender.metrics.cli_metrics",

@@ -18,12 +18,9 @@ from typing import Optional, Sequence
 
 from neurender.contract import RenderSettings, parse_frame_range
 from neurender.errors import InputError
+from neurender.farm.merge import CHUNK_MARKER, CHUNK_VERSION, CHUNKS_DIR, merge_chunks
 
 log = logging.getLogger(__name__)
-
-CHUNKS_DIR = ".chunks"
-CHUNK_MARKER = "chunk.json"
-CHUNK_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -126,7 +123,6 @@ def render_chunk(
     finished earlier is only merged again. With ``merge`` the final frames are written as soon as the neighbours
     they blend with are complete (``ChunkResult.pending`` lists the frames still waiting for a neighbour).
     """
-    from neurender.farm.merge import merge_chunks
     from neurender.frames import finished_frames, write_bytes_atomic
     from neurender.passes.folder import PassFolder
     from neurender.runner import JobSpec, run_render

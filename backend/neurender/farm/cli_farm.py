@@ -158,7 +158,20 @@ def cmd_look_show(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from neurender.cli import add_settings_arguments
+    from neurender.cli import add_settings_arguments, cmd_render
+
+    render = sub.choices["render"]  # a chunk of a farm render is `neurender render` with chunk flags (issue #7)
+    render.add_argument("--overlap", type=int, metavar="N", help="also render N frames on each side of --frames and "
+                        "blend them with the neighbouring chunks (render farm)")
+    render.add_argument("--anchors", type=Path, metavar="DIR", help="shared anchors from `neurender anchors`")
+    render.add_argument("--look", type=Path, metavar="FILE", help="a look from `neurender look save`")
+
+    def render_or_chunk(args: argparse.Namespace) -> int:
+        if any(getattr(args, name, None) is not None for name in ("overlap", "anchors", "look")):
+            return cmd_render_chunk(args)
+        return cmd_render(args)
+
+    render.set_defaults(func=render_or_chunk)
 
     def progress_flag(p: argparse.ArgumentParser) -> None:
         p.add_argument("--progress", choices=("bar", "json", "none"), default="bar")

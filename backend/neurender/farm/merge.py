@@ -25,10 +25,15 @@ import numpy as np
 from PIL import Image
 
 from neurender.errors import InputError
-from neurender.farm.chunks import CHUNK_MARKER, CHUNK_VERSION, CHUNKS_DIR
 from neurender.frames import frame_path, is_finished, write_bytes_atomic, write_png_atomic
 
 log = logging.getLogger(__name__)
+
+CHUNKS_DIR = ".chunks"
+CHUNK_MARKER = "chunk.json"
+CHUNK_VERSION = 1
+"""The chunk folders the merge reads: ``OUT/.chunks/AAAA-BBBB/`` with frames and a ``chunk.json`` marker of this
+version, written last by ``chunks.render_chunk`` (which imports this layout; the merge never imports the renderer)."""
 
 
 @dataclass
