@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from neurender.cli import main
-from neurender.contract import ControlNetUnit, RenderSettings
+from neurender.contract import ContractError, ControlNetUnit, ErrorKind, RenderSettings
 from neurender.errors import InputError, JobCancelled, ModelLoadError, PassFolderError
 from neurender.runner import CancelToken, JobSpec, run_render
 from support.synthetic_passes import write_synthetic_pass_folder
@@ -184,9 +184,12 @@ def test_cli_flags_reach_the_settings_object():
     assert s.deflicker_window == 4 and s.consistency == "window" and s.window_size == 6 and not s.fixed_noise
     assert (s.controlnets[0].kind, s.controlnets[0].weight, s.controlnets[0].guidance_start) == ("normal", 0.5, 0.1)
     assert s.loras[0].weight == 0.7
-    with pytest.raises(Exception, match="deflicker step 12"):
+    # a refused setting is the artist's mistake: a ContractError (exit code 2), never an internal error
+    with pytest.raises(ContractError, match="deflicker step 12") as info:
         settings_from_args(build_parser().parse_args(["render", "p", "--out", "o", "--steps", "10",
                                                       "--deflicker-steps", "12"]))
+    assert info.value.kind is ErrorKind.BAD_SETTINGS
+    assert main(["render", "p", "--out", "o", "--steps", "10", "--deflicker-steps", "12"]) == 2
 
 
 def test_a_folder_of_finished_frames_is_not_mixed_with_frames_of_other_settings(tiny_model_dir, passes, tmp_path):
