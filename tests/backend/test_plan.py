@@ -72,11 +72,12 @@ def test_settings_hashes_keep_their_stored_layout():
     import hashlib
     import json
 
-    from neurender.runner import fingerprint, look_fingerprint
+    from neurender.runner import MEMORY_OPTIONS, fingerprint, look_fingerprint
 
     s = RenderSettings(prompt="a", frames="1-3", batch_size=2, overwrite=True)
     data = s.to_dict()
-    data.pop("overwrite")
+    for name in ("overwrite", *MEMORY_OPTIONS):
+        data.pop(name)
     blob = json.dumps({"settings": data, "manifest": "m", "frames": [1, 2], "size": [8, 8]}, sort_keys=True)
     assert fingerprint(s, "m", [1, 2], [8, 8]) == hashlib.sha256(blob.encode()).hexdigest()
     assert look_fingerprint(s, "m", [8, 8]) == look_fingerprint(RenderSettings(prompt="a", batch_size=3), "m", [8, 8])
