@@ -136,7 +136,7 @@ class Client:
                 # The server answered early (e.g. 401, 413) and closed the connection while the body was still
                 # going out; that answer is lost, so ask an authenticated route why.
                 self.check_access()
-                raise error(UNREACHABLE, f"at {self.base_url}",
+                raise error(messages.UPLOAD_BROKEN, f"at {self.base_url}",
                             full=f"the upload to {self.base_url} broke off after {stream.sent} of {stream.length} "
                             "bytes; the backend may refuse uploads this large, or went away") from None
 

@@ -17,6 +17,7 @@ NOT_NEURENDER = "not_neurender"
 BAD_URL = "bad_url"
 LOCAL_BACKEND = "local_backend"
 SERVER = "server"
+UPLOAD_BROKEN = "upload_broken"
 
 # (sentence, append the backend's detail?)
 WORDING: dict[str, tuple[str, bool]] = {
@@ -60,6 +61,8 @@ WORDING: dict[str, tuple[str, bool]] = {
     LOCAL_BACKEND: ("The local backend could not be started; check 'Backend Python environment' in the preferences",
                     True),
     SERVER: ("The backend failed; Open Log shows what happened", True),
+    UPLOAD_BROKEN: ("The backend {detail} answers, but it closed the connection while the pass folder was being "
+                    "uploaded: it may refuse uploads this large (ask its operator), or it stopped meanwhile", True),
 }
 
 BY_STATUS = {400: "bad_request", 401: "token", 403: "forbidden", 404: "not_found", 409: "busy", 413: "too_large",

@@ -371,14 +371,30 @@ NeurenderShot = type("NeurenderShot", (bpy.types.PropertyGroup,), {
 })
 
 
+_detail_fresh = [False]
+"""True between setting ``error_detail`` and setting ``error``: that detail belongs to the error being set."""
+
+
+def _detail_set(_status, _context) -> None:
+    _detail_fresh[0] = True
+
+
+def _error_set(status, _context) -> None:
+    """A new error without a detail of its own clears the previous error's (Copy Message would append it)."""
+    if not _detail_fresh[0] and status.error_detail:
+        status.error_detail = ""
+    _detail_fresh[0] = False
+
+
 class NeurenderStatus(bpy.types.PropertyGroup):
     """Short-lived state: lives on the WindowManager, so it is never saved in the .blend."""
 
     connected: BoolProperty(default=False, description="A backend answered Connect")
     backend_info: StringProperty(default="", description="Version and device of the connected backend")
     message: StringProperty(default="", description="The latest status line")
-    error: StringProperty(default="", description="The latest error, as one sentence")
-    error_detail: StringProperty(default="", description="The latest error in full (Copy Message)")
+    error: StringProperty(default="", description="The latest error, as one sentence", update=_error_set)
+    error_detail: StringProperty(default="", description="The latest error in full (Copy Message)",
+                                 update=_detail_set)
     copied: StringProperty(default="", description="The text Copy Message put on the clipboard last")
     job_id: StringProperty(default="", description="The neural render being watched")
     job_state: StringProperty(default="", description="State of the watched job")

@@ -70,3 +70,60 @@ def test_a_second_render_does_not_show_the_previous_jobs_progress(run_scenario, 
         assert not any("step 2/2" in t or "frames decoded" in t for t in seen[when]["labels"]), (when, seen[when])
         assert not any(t.startswith(("Rendering on", "Preview:")) for t in seen[when]["labels"]), (when, seen[when])
     assert any(t.startswith("Submitting frames 11-14") for t in seen["submitting"]["labels"]), seen["submitting"]
+
+
+def test_an_upload_cut_off_by_the_backend_is_not_called_unreachable(tmp_path):
+    """Finding: when a backend (another computer, 'No (upload)') closed the connection during the pass-folder upload
+    - as a server does when it refuses an upload early - the artist read 'The neurender backend ... cannot be
+    reached; start it, or tick Start a local backend', although it had just answered."""
+    import os
+    import socket
+    import threading
+
+    from addon_modules import load
+
+    client, messages = load("client"), load("messages")
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            with conn:
+                head = conn.recv(4096)
+                if head.startswith(b"GET"):
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+                                 b"Connection: close\r\n\r\n[]")
+                # a POST: closed after its first bytes, without an answer
+
+    threading.Thread(target=serve, daemon=True).start()
+    zip_path = tmp_path / "passes.zip"
+    zip_path.write_bytes(os.urandom(4 << 20))
+    try:
+        c = client.Client(f"http://127.0.0.1:{port}", timeout=10)
+        try:
+            c.submit_upload(str(zip_path), {"prompt": "x"})
+        except client.BackendError as exc:
+            err = exc
+        else:
+            raise AssertionError("the cut-off upload did not fail")
+    finally:
+        srv.close()
+    assert err.kind == messages.UPLOAD_BROKEN, (err.kind, str(err))
+    assert "cannot be reached" not in str(err) and "Start a local backend" not in str(err)
+    assert f"127.0.0.1:{port}" in str(err) and "upload" in str(err)
+    assert "broke off after" in err.detail  # Copy Message keeps how far it got
+
+
+def test_copy_message_never_appends_the_previous_errors_detail(run_scenario, stub):
+    """Finding: Copy Message (the text for a bug report) appended the PREVIOUS error's backend detail to a new error
+    that has none of its own (a pre-flight refusal: the output folder under a file got 'Details: the upload to ...
+    broke off ...' from the error before)."""
+    r = _case(run_scenario, stub, "copy_message")
+    assert r["first_detail"] and r["first_error"]
+    assert r["copied"] == r["second_error"], r["copied"]

@@ -223,4 +223,25 @@ elif case == "second_render_panel":
     mod.pass_export.export_passes, mod.client.Client.submit = orig_export, orig_submit
     out["seen"] = seen
 
+elif case == "copy_message":
+    # a backend error first (with the backend's own detail), then a refusal found before anything is sent
+    shot.model = os.path.join(folder, "models", "missing.safetensors")
+    prefs.shared_disk = mod.remote.SHARED_NO  # a backend on another computer: the model path is checked by the backend (404/422)
+    try:
+        bpy.ops.neurender.render_frame()
+    except RuntimeError:
+        pass
+    st = bpy.context.window_manager.neurender
+    out["first_error"], out["first_detail"] = st.error, st.error_detail
+    shot.model = ""
+    prefs.shared_disk = mod.remote.SHARED_AUTO
+    open(os.path.join(folder, "notes.txt"), "w").close()
+    shot.output_dir = os.path.join(folder, "notes.txt", "renders") + os.sep
+    try:
+        bpy.ops.neurender.render_frame()
+    except RuntimeError:
+        pass
+    bpy.ops.neurender.copy_message()
+    out["second_error"], out["copied"] = st.error, st.copied
+
 common.finish(out)
