@@ -275,13 +275,17 @@ def apply_preset(scene, name: str) -> None:
 
 
 def deflicker_plan(shot) -> tuple[list[int], bool]:
-    """(deflicker steps, post pass) of the shot's preset: its steps spread evenly over the denoising, step 0
-    excluded (nothing to deflicker in pure noise); ``CUSTOM`` reads the raw step list."""
+    """(deflicker steps, post pass) of the shot's preset: its steps spread evenly over the denoising steps that run
+    (with img2img from its start step, ``contract.img2img_start_step``), step 0 excluded (nothing to deflicker in
+    pure noise); ``CUSTOM`` reads the raw step list."""
     if shot.deflicker_preset == "CUSTOM":
         return parse_steps(shot.deflicker_steps), shot.post_deflicker
     count, post, _ = DEFLICKER_PRESETS[shot.deflicker_preset]
     n = shot.steps
-    steps = sorted({min(n - 1, max(1, round(n * (i + 1) / (count + 1)))) for i in range(count)}) if n > 1 else []
+    first = contract.img2img_start_step(n, shot.img2img_strength) if shot.img2img_strength > 0 and n > 1 else 0
+    span = n - first
+    steps = sorted({min(n - 1, max(first or 1, first + round(span * (i + 1) / (count + 1)))) for i in range(count)}
+                   ) if n > 1 else []
     return steps, post
 
 
