@@ -174,10 +174,18 @@ def with_batch_size(settings: RenderSettings, shot: Shot, models: Models) -> Ren
     the device's free memory or the budget, ``engine/vram.py``; otherwise as given)."""
     import dataclasses
 
-    from neurender.engine.vram import batch_size_for
+    from neurender.engine.vram import MemoryPlan, batch_size_for
 
-    batch = batch_size_for(settings, shot.width, shot.height, len(shot.frames), models.device, models.dtype,
-                           len(models.kinds))
+    device = models.device
+    plan = MemoryPlan(
+        width=shot.width, height=shot.height, frames=len(shot.frames), consistency=settings.consistency,
+        window_size=settings.window_size, keyframe_block=settings.keyframe_block, dtype=models.dtype,
+        cfg=settings.guidance_scale > 1, controlnets=len(models.kinds),
+        fused_attention=device.split(":")[0] != "mps",  # torch 2 SDPA: flash / memory-efficient on CUDA and the CPU
+        attention_slice=settings.attention_slice, vae_slicing=settings.vae_slicing, vae_tiling=settings.vae_tiling,
+        cpu_offload=settings.cpu_offload,
+    )
+    batch = batch_size_for(plan, settings.batch_size, settings.vram_budget, device)
     return dataclasses.replace(settings, batch_size=batch)
 
 

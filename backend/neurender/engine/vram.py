@@ -162,17 +162,17 @@ def free_memory_bytes(device: str) -> int:
     return available_ram_bytes()
 
 
-def batch_size_for(settings, width: int, height: int, frames: int, device: str, dtype: str, units: int) -> int:
-    """The batch size a render with these settings uses: ``settings.batch_size`` when given (capped by
-    ``vram_budget`` when one is set), else chosen from ``vram_budget`` GiB or the device's free memory."""
-    budget_gib = float(getattr(settings, "vram_budget", 0.0) or 0.0)
-    if settings.batch_size > 0 and budget_gib <= 0:
-        return settings.batch_size
+def batch_size_for(plan: MemoryPlan, requested: int, budget_gib: float, device: str) -> int:
+    """The batch size a render of ``plan`` uses: ``requested`` when given (above 0; capped by ``budget_gib`` when
+    one is set), else chosen from ``budget_gib`` GiB or the device's free memory. (The job plan, ``neurender.plan``,
+    builds the ``MemoryPlan`` from the settings.)"""
+    budget_gib = float(budget_gib or 0.0)
+    if requested > 0 and budget_gib <= 0:
+        return requested
     free = int(budget_gib * GiB) if budget_gib > 0 else free_memory_bytes(device)
-    plan = plan_for(settings, width, height, frames, device, dtype, units)
     chosen = choose_batch_size(free, plan)
-    if settings.batch_size > 0:
-        chosen = min(chosen, settings.batch_size)
+    if requested > 0:
+        chosen = min(chosen, requested)
     if not fits(free, chosen, plan):
         log.warning("even %d frame(s) per call may not fit %.1f GiB (estimated %.1f GiB): try --cpu-offload, "
                     "--vae-slicing, --vae-tiling, a smaller size", chosen, free / GiB,
@@ -180,14 +180,3 @@ def batch_size_for(settings, width: int, height: int, frames: int, device: str, 
     log.info("batch size %d for %.1f GiB %s (estimated peak %.1f GiB)", chosen, free / GiB,
              "budget" if budget_gib > 0 else f"free on {device}", estimate_peak_bytes(chosen, plan) / GiB)
     return chosen
-
-
-def plan_for(settings, width: int, height: int, frames: int, device: str, dtype: str, units: int) -> MemoryPlan:
-    return MemoryPlan(
-        width=width, height=height, frames=frames, consistency=settings.consistency,
-        window_size=settings.window_size, keyframe_block=settings.keyframe_block, dtype=dtype,
-        cfg=settings.guidance_scale > 1, controlnets=units,
-        fused_attention=device.split(":")[0] != "mps",  # torch 2 SDPA: flash / memory-efficient on CUDA and the CPU
-        attention_slice=getattr(settings, "attention_slice", 0), vae_slicing=getattr(settings, "vae_slicing", False),
-        vae_tiling=getattr(settings, "vae_tiling", False), cpu_offload=getattr(settings, "cpu_offload", False),
-    )
