@@ -130,9 +130,11 @@ def _field_props() -> dict:
         "scheduler": EnumProperty(name="Scheduler", items=_items(contract.SCHEDULERS, SCHEDULER_LABELS),
                                   default=d.scheduler, description="The sampling method of the denoising steps"),
         "width": IntProperty(name="Width", default=d.width, min=0, max=contract.MAX_RESOLUTION, step=8,
-                             description="Exact width in pixels (a multiple of 8); 0 uses Fit within"),
+                             description="Exact width in pixels (a multiple of 8); 0 uses Fit within (only one of Width and "
+                                         "Height set: the other follows the render's aspect)"),
         "height": IntProperty(name="Height", default=d.height, min=0, max=contract.MAX_RESOLUTION, step=8,
-                              description="Exact height in pixels (a multiple of 8); 0 uses Fit within"),
+                              description="Exact height in pixels (a multiple of 8); 0 uses Fit within (only one of Width "
+                                          "and Height set: the other follows the render's aspect)"),
         "consistency": EnumProperty(
             name="Consistency", default=d.consistency, description="How frames share their look over time",
             items=_items(contract.CONSISTENCY_MODES, {"first+prev": "First + previous"}, {
@@ -291,17 +293,22 @@ def deflicker_plan(shot) -> tuple[list[int], bool]:
 
 def render_size(scene) -> tuple[int, int]:
     """(width, height) sent to the backend: the exact size if set, else the render resolution scaled to fit within
-    ``fit_within`` on the long side (never enlarged), aspect kept, each side a multiple of 8."""
+    ``fit_within`` on the long side (never enlarged), aspect kept, each side a multiple of 8. With only one exact
+    side set, the other follows the render's aspect (a multiple of 8)."""
     s = scene.neurender
     if s.width and s.height:
         return s.width, s.height
     r = scene.render
     w = max(1, r.resolution_x * r.resolution_percentage // 100)
     h = max(1, r.resolution_y * r.resolution_percentage // 100)
+    if s.width:
+        return s.width, max(8, round(s.width * h / w / 8) * 8)
+    if s.height:
+        return max(8, round(s.height * w / h / 8) * 8), s.height
     scale = min(1.0, s.fit_within / max(w, h)) if s.fit_within else 1.0
     fw = max(8, int(w * scale) // 8 * 8)
     fh = max(8, int(h * scale) // 8 * 8)
-    return (s.width or fw), (s.height or fh)
+    return fw, fh
 
 
 _SHOT_EXTRA = {

@@ -127,3 +127,15 @@ def test_copy_message_never_appends_the_previous_errors_detail(run_scenario, stu
     r = _case(run_scenario, stub, "copy_message")
     assert r["first_detail"] and r["first_error"]
     assert r["copied"] == r["second_error"], r["copied"]
+
+
+def test_one_exact_side_keeps_the_renders_aspect(run_scenario, stub):
+    """Finding: Advanced > Width 512 with Height 0 on a 2.4:1 shot sent 512 x 40 (the width exact, the height from
+    Fit within of the 96 x 40 render): squashed frames whose strip cannot fill the canvas."""
+    sizes = _case(run_scenario, stub, "sizes")["sizes"]
+    assert sizes["0x0"]["sent"] == [96, 40]
+    assert sizes["512x0"]["sent"] == [512, 216]  # 512 / 2.4 = 213.3 -> 216
+    assert sizes["0x216"]["sent"] == [520, 216]  # 216 * 2.4 = 518.4 -> 520
+    assert sizes["512x256"]["sent"] == [512, 256]  # both set: exactly as asked
+    for key, v in sizes.items():
+        assert v["label"] == [f"Frames of {v['sent'][0]} x {v['sent'][1]} pixels"], (key, v)

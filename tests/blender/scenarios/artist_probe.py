@@ -244,4 +244,16 @@ elif case == "copy_message":
     bpy.ops.neurender.copy_message()
     out["second_error"], out["copied"] = st.error, st.copied
 
+elif case == "sizes":
+    # 192 x 80 at 50 %: 96 x 40 (aspect 2.4); the artist asks for an exact width (or height) only
+    sizes = {}
+    for width, height in ((0, 0), (512, 0), (0, 216), (512, 256)):
+        shot.width, shot.height = width, height
+        settings = mod.properties.to_settings(scene, prefs)
+        record = panel_record.draw_all(mod, bpy)
+        sizes[f"{width}x{height}"] = {"sent": [settings.width, settings.height],
+                                      "label": [i["text"] for i in record if i["what"] == "label"
+                                                and i["text"].startswith("Frames of")]}
+    out["sizes"] = sizes
+
 common.finish(out)
