@@ -179,7 +179,7 @@ def run_render(
         checkpoint_path=state_path,
         fingerprint=fingerprint(settings, manifest_json, frames, size) + digest,
     )
-    with memory_scope(models.pipe, models.device, settings.cpu_offload):  # model CPU offload (engine/memory.py)
+    with memory_scope(models.pipe, sampler.device, settings.cpu_offload):  # model CPU offload (engine/memory.py)
         reporter.update(phase="denoise", message="denoising")
         latents = sampler.run()
         result.frames_written = _write_frames(sampler, latents, run_settings, shot, done, todo, out_dir, reporter,

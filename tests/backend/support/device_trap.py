@@ -58,7 +58,14 @@ class AcceleratorTensor(torch.Tensor):
     elem: torch.Tensor
 
     @staticmethod
-    def __new__(cls, elem: torch.Tensor):
+    def __new__(cls, elem: torch.Tensor, requires_grad=None, **_):
+        # ``AcceleratorTensor(value, requires_grad=...)``: how accelerate re-creates a parameter of this class
+        if isinstance(elem, AcceleratorTensor):
+            elem = elem.elem
+        if requires_grad is not None:
+            r = AcceleratorTensor(elem)
+            r._is_param = True
+            return r
         r = torch.Tensor._make_wrapper_subclass(
             cls, elem.size(), strides=elem.stride(), storage_offset=elem.storage_offset(), dtype=elem.dtype,
             device=ACCELERATOR, requires_grad=elem.requires_grad,
