@@ -139,3 +139,4 @@ def test_one_exact_side_keeps_the_renders_aspect(run_scenario, stub):
     assert sizes["512x256"]["sent"] == [512, 256]  # both set: exactly as asked
     for key, v in sizes.items():
         assert v["label"] == [f"Frames of {v['sent'][0]} x {v['sent'][1]} pixels"], (key, v)
+

@@ -256,4 +256,39 @@ elif case == "sizes":
                                                 and i["text"].startswith("Frames of")]}
     out["sizes"] = sizes
 
+elif case == "two_scenes":
+    # a second shot in the same .blend, both with the default Output (//neurender/)
+    other = bpy.data.scenes.new("sh020")
+    for child in scene.collection.children:
+        other.collection.children.link(child)
+    for obj in scene.collection.objects:
+        other.collection.objects.link(obj)
+    other.camera, other.world = scene.camera, scene.world
+    other.render.engine = "CYCLES"
+    other.cycles.samples = 1
+    other.render.resolution_x, other.render.resolution_y = 64, 32
+    other.frame_start, other.frame_end = 12, 13  # overlaps sh010 (11-14)
+    other.neurender.steps, other.neurender.deflicker_preset = 2, "OFF"
+    bpy.ops.wm.save_mainfile()
+    bpy.ops.neurender.render_animation()
+    strip = mod.vse.our_strips(scene)[0]
+    first = os.path.abspath(bpy.path.abspath(strip.directory))
+    shown = {e.filename: probe_scene.files(first).get(e.filename) for e in strip.elements}
+    with bpy.context.temp_override(scene=other):
+        bpy.ops.neurender.render_animation()
+        record = panel_record.draw_all(mod, bpy)
+    out["sh020_strips"] = len(mod.vse.our_strips(other))
+    strip = mod.vse.our_strips(scene)[0]
+    out["sh010_strip_frames"] = [strip.frame_final_start, strip.frame_final_end - 1, len(strip.elements)]
+    again = os.path.abspath(bpy.path.abspath(strip.directory))
+    out["sh010_shown_before"] = shown
+    out["sh010_shown_after"] = {e.filename: probe_scene.files(again).get(e.filename) for e in strip.elements}
+
+elif case == "local_backend_missing":
+    prefs.start_local = True
+    prefs.backend_env = os.path.join(folder, "no-such-venv")
+    act("connect", lambda: bpy.ops.neurender.connect())
+    act("render_animation", lambda: bpy.ops.neurender.render_animation())
+    prefs.start_local = False
+
 common.finish(out)
