@@ -270,9 +270,13 @@ class PassManifest:
         """The manifest of the pass folder ``folder`` (``ManifestError`` when it is missing, unreadable or broken)."""
         folder = Path(folder)
         path = folder / MANIFEST_NAME
-        if not folder.is_dir():
+        try:
+            is_folder, has_manifest = folder.is_dir(), path.is_file()
+        except OSError as exc:  # a name over 255 bytes, a path too deep, no permission
+            raise ManifestError(f"pass folder {folder} cannot be used: {exc.strerror}") from None
+        if not is_folder:
             raise ManifestError(f"pass folder {folder} does not exist or is not a folder")
-        if not path.is_file():
+        if not has_manifest:
             raise ManifestError(f"{path} is missing: a pass folder needs a {MANIFEST_NAME}")
         try:
             text = path.read_text(encoding="utf-8")

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from neurender.contract import Progress, RenderSettings
-from neurender.errors import JobCancelled, OutputConflict
+from neurender.errors import InputError, JobCancelled, OutputConflict
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,10 @@ def run_render(
     shot = plan.open_shot(settings, spec.pass_dir, spec.anchors)  # bad input is refused before any model loads
     frames, size, manifest_json = shot.frames, (shot.width, shot.height), shot.folder.manifest.to_json()
     out_dir = Path(spec.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a name over 255 bytes, a file in the way, no permission: the user's path
+        raise InputError(f"the output folder {out_dir} cannot be created: {exc.strerror}") from None
     remove_stale_temporaries(out_dir)
     done = [] if settings.overwrite else finished_frames(out_dir, frames)
     _claim_output(out_dir, look_fingerprint(settings, manifest_json, size), done)

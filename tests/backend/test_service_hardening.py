@@ -620,3 +620,15 @@ def test_openapi_publishes_render_settings_as_a_typed_object_generated_from_the_
     for bad in ({"stepz": 3}, {"steps": "20"}, {"scheduler": "turbo"}, {"controlnets": [{"kind": "depth"}]}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, settings)
+
+
+@pytest.mark.parametrize("which", ["pass_dir", "out"])
+def test_cli_refuses_a_path_component_over_255_bytes_without_a_traceback(tmp_path, which, caplog):
+    from neurender.cli import EXIT_INPUT, main
+
+    folder = write_fake_pass_folder(tmp_path / "good", frames=1)
+    long_path = str(tmp_path / ("x" * 300) / "y")
+    argv = ["render", long_path if which == "pass_dir" else str(folder), "--out",
+            long_path if which == "out" else str(tmp_path / "out"), "--progress", "none"]
+    assert main(argv) == EXIT_INPUT
+    assert "File name too long" in caplog.text and "internal error" not in caplog.text
