@@ -140,3 +140,26 @@ def test_one_exact_side_keeps_the_renders_aspect(run_scenario, stub):
     for key, v in sizes.items():
         assert v["label"] == [f"Frames of {v['sent'][0]} x {v['sent'][1]} pixels"], (key, v)
 
+
+
+@pytest.fixture
+def slow_stub():
+    from stub_backend import StubBackend
+
+    backend = StubBackend(lockstep=True, step_delay=0.2)
+    backend.url = backend.start()
+    yield backend
+    backend.stop()
+
+
+def test_cancel_mid_job_says_so_and_adds_nothing(run_scenario, slow_stub):
+    """Cancel during denoising (lockstep: no frame is written before the last step): the job ends cancelled, the
+    panel says so and that no frame was kept, Cancel greys out, no strip is added, the artist's scene is untouched."""
+    r = _case(run_scenario, slow_stub, "cancel")
+    a = r["cancel mid-job"]
+    assert r["asked"] == [True]
+    assert a["state"] == "cancelled" and a["diffs"] == [] and a["error"] == ""
+    assert a["message"].startswith("Cancelled; 0 finished frames kept"), a["message"]
+    assert not any(f.startswith("frames") and f.endswith(".png") and "frame_" in f for f in a["new_files"])
+    assert r["strips"] == [] and r["cancel_enabled"] is False
+    assert 0.05 < r["progress"] < 1.0  # the bar stops where the job stopped

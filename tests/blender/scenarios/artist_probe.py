@@ -291,4 +291,26 @@ elif case == "local_backend_missing":
     act("render_animation", lambda: bpy.ops.neurender.render_animation())
     prefs.start_local = False
 
+elif case == "cancel":
+    shot.steps = 6
+    orig = mod.live.on_snapshot
+    asked = []
+
+    def snapshot(st, job, *a, **k):
+        text = orig(st, job, *a, **k)
+        if not asked and (job.get("progress") or {}).get("step", 0) >= 2:
+            asked.append(mod.session.cancel_job())
+        return text
+
+    mod.live.on_snapshot = snapshot
+    act("cancel mid-job", lambda: bpy.ops.neurender.render_animation())
+    mod.live.on_snapshot = orig
+    out["asked"] = asked
+    st = bpy.context.window_manager.neurender
+    out["progress"], out["progress_text"] = st.progress, st.progress_text
+    out["strips"] = [(s.name, len(s.elements)) for s in mod.vse.our_strips(scene)]
+    record = panel_record.draw_all(mod, bpy)
+    out["panel"] = [i["text"] for i in record if i["what"] in ("label", "progress")][:14]
+    out["cancel_enabled"] = mod.operators.cancel.NEURENDER_OT_cancel.poll(bpy.context)
+
 common.finish(out)
