@@ -130,10 +130,10 @@ def render_chunk(
     settings.check()
     out = Path(out_dir)
     shot = PassFolder.open(pass_dir)
+    core_frames = shot.manifest.select_frames(settings.frames)  # the contract's frame rule (refuses a bad range)
     core = parse_frame_range(settings.frames) if settings.frames else (shot.frames[0], shot.frames[-1])
     chunk = chunk_for(shot.frames, core, overlap)
     cdir = chunk_dir(out, chunk)
-    core_frames = [f for f in shot.frames if core[0] <= f <= core[1]]
     result = ChunkResult(chunk=chunk, out_dir=out)
     if not settings.overwrite and len(finished_frames(out, core_frames)) == len(core_frames):
         log.info("chunk %s: every frame already exists in %s; nothing to do", chunk.frames_arg, out)
