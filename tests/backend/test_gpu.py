@@ -9,7 +9,9 @@ the tiny model (the memory bound is asserted on CUDA only).
   doubled for CUDA's own kernels (TF32 convolutions, fused attention);
 * SD1.5 at 512x512, 16 frames, first+prev with the memory options (--vae-slicing --cpu-offload, batch size
   chosen for an 8 GiB budget): peak VRAM (torch.cuda.max_memory_allocated) under 8 GiB;
-* the batch size chosen from the card's free memory (--batch-size 0) renders.
+* the batch size chosen from the card's free memory (--batch-size 0) renders;
+* every mode runs with SDPA restricted to CUDA's flash and memory-efficient kernels (no fallback to the full
+  attention matrix; the CPU flash kernel version is in test_memory_options.py).
 """
 
 from __future__ import annotations
@@ -133,6 +135,22 @@ def test_batch_size_from_the_free_vram_renders(tiny_model_dir, tmp_path):
                          dtype="float16").pipe
     latents = _latents(pipe, passes, tmp_path / "auto", batch_size=0, device="cuda", dtype="float16")
     assert latents.shape[0] == 3 and torch.isfinite(latents).all()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")
+def test_cross_frame_attention_runs_on_cudas_fused_kernels_alone(tiny_model_dir, tmp_path):
+    """float16 on CUDA with SDPA restricted to flash + memory-efficient attention: every mode finds a kernel."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    passes = tmp_path / "passes"
+    write_synthetic_pass_folder(passes, frames=4, width=64, height=48, motion=(8.0, 0.0))
+    pipe = load_pipeline(tiny_model_dir.model, [("depth", tiny_model_dir.controlnets["depth"])], device="cuda",
+                         dtype="float16").pipe
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]):
+        for name, mode in MODES.items():
+            latents = _latents(pipe, passes, tmp_path / name, device="cuda", dtype="float16", **mode)
+            assert torch.isfinite(latents).all(), name
 
 
 def test_the_gpu_checks_run_on_the_cpu(tiny_model_dir, tmp_path):

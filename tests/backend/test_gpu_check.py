@@ -37,7 +37,7 @@ def test_dry_run_prints_every_row_and_runs_the_gpu_tests():
         assert line is not None, f"no timing row for {row!r}:\n{out}"
     assert re.search(r"float16 vs float32, first\+prev, 2 frames: latents relative L2 0\.0\d+", out), out
     assert "--batch-size 0 here:" in out
-    assert "-m gpu" in out and re.search(r"\b3 skipped\b", out), out  # the GPU tests ran and skipped (no CUDA)
+    assert "-m gpu" in out and re.search(r"\b4 skipped\b", out), out  # the GPU tests ran and skipped (no CUDA)
 
 
 def test_without_a_gpu_the_real_check_refuses_and_installs_nothing(tmp_path):

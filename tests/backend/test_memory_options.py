@@ -313,3 +313,24 @@ def test_memory_settings_and_flags():
     for bad in (dict(vram_budget=-1.0), dict(attention_slice=-2), dict(batch_size=-1), dict(vram_budget=float("nan"))):
         with pytest.raises(ContractError):
             RenderSettings(**bad).check()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fused SDPA kernels (flash / memory-efficient attention) through our processors
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["first+prev", "window", "keyframes"])
+def test_cross_frame_attention_runs_on_the_fused_kernel_alone(base_pipe, passes, tmp_path, monkeypatch, mode):
+    """With SDPA restricted to its flash kernel (CPU flash attention here), every attention call of the cross-frame /
+    keyframe processors must find a kernel (e.g. no q/k/v head sizes it refuses) and give the same latents. CPU flash
+    accepts masks, CUDA's does not: tests/backend/test_gpu.py repeats this on CUDA with the flash and memory-efficient
+    kernels only, so on a GPU the processors never fall back to the full attention matrix."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    extra = dict(window_size=3, window_stride=1) if mode == "window" else {}
+    calls = _count(monkeypatch, memory.F, "scaled_dot_product_attention")
+    ref, _ = _render(base_pipe, passes, tmp_path / "any", monkeypatch, consistency=mode, **extra)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        fused, _ = _render(base_pipe, passes, tmp_path / "flash", monkeypatch, consistency=mode, **extra)
+    assert calls and _same(fused, ref)
