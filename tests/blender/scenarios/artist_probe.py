@@ -299,7 +299,8 @@ elif case == "cancel":
     def snapshot(st, job, *a, **k):
         text = orig(st, job, *a, **k)
         if not asked and (job.get("progress") or {}).get("step", 0) >= 2:
-            asked.append(mod.session.cancel_job())
+            asked.append(None)  # first: cancelling may report a snapshot inline (blocking worker)
+            asked[0] = mod.session.cancel_job()
         return text
 
     mod.live.on_snapshot = snapshot
