@@ -3,8 +3,9 @@ first failure is reported as one sentence; nothing is rendered or sent then.
 
 Checked, in order: the shot's settings (``contract.RenderSettings.check``), an active camera, a sane frame range
 (1..``contract.MAX_FRAMES`` frames) and resolution (the neural frames 8..``contract.MAX_RESOLUTION`` px a side), every
-model path when the backend reads this computer's disk, a writable output folder (tested with a temporary file in
-the folder or the nearest existing folder above it, which is not created), then the backend: a local backend is
+model path when the backend reads this computer's disk, an output folder inside a local backend's Allowed root, a
+writable output folder (tested with a temporary file in the folder or the nearest existing folder above it, which is
+not created), then the backend: a local backend is
 started when the preferences say so, and the backend must answer and speak this add-on's protocol.
 
 ``run(scene, frame_start, frame_end, proceed)`` does the bpy checks on the main thread, the network check on the
@@ -89,6 +90,13 @@ def local_checks(scene, prefs, frame_start: int, frame_end: int) -> "contract.Re
             if path and not os.path.exists(path):
                 raise PreflightError(messages.word("model_missing", f"the {label} {path} does not exist"))
     root = pass_export.output_root(scene)
+    if prefs.start_local:  # the local backend is started with --root <Allowed root>: it refuses folders outside
+        allowed = os.path.realpath(prefs.resolved_root())
+        data_dir = os.path.realpath(bpy.utils.extension_path_user(__package__, path="backend", create=True))
+        out = os.path.realpath(root)
+        if not any(out == a or out.startswith(a.rstrip(os.sep) + os.sep) for a in (allowed, data_dir)):
+            raise PreflightError(messages.word("path_outside_roots", f"the output folder {out} is not inside the "
+                                                                     f"Allowed root {allowed}"))
     problem = writable_folder_error(root)
     if problem:
         raise PreflightError(f"The output folder {root} cannot be written ({problem}), so choose another Output "

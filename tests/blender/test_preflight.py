@@ -26,7 +26,8 @@ def result(addon_zip, tmp_path_factory):
     try:
         r = run_blender_scenario("preflight", tmp, addon_zip, 240, url=url, old_url=old_url,
                                  closed_url=f"http://127.0.0.1:{_closed_port()}",
-                                 missing_model=str(tmp / "nowhere" / "sd15.safetensors"), env=str(tmp / "no-env"))
+                                 missing_model=str(tmp / "nowhere" / "sd15.safetensors"), env=str(tmp / "no-env"),
+                                 elsewhere=str(tmp / "elsewhere"))
     finally:
         stub.stop()
         old.stop()
@@ -45,6 +46,7 @@ EXPECTED = {
     "too_small": ["render size 3x2", "8 to 2048"],
     "bad_settings": ["Bad settings", "deflicker step 9"],
     "local_not_startable": ["No neurender command", "no-env"],
+    "outside_allowed_root": ["outside the folders it was allowed", "is not inside the Allowed root", "elsewhere"],
 }
 
 

@@ -87,6 +87,9 @@ cases = [
     ("too_small", lambda: setattr(scene.render, "resolution_percentage", 10),
      lambda: setattr(scene.render, "resolution_percentage", 100)),
     ("bad_settings", lambda: setattr(shot, "deflicker_steps", "1, 9"), lambda: setattr(shot, "deflicker_steps", "")),
+    ("outside_allowed_root", lambda: (setattr(prefs, "start_local", True), setattr(prefs, "backend_env", config["env"]),
+                                      setattr(prefs, "backend_root", config["elsewhere"])),
+     lambda: (setattr(prefs, "start_local", False), setattr(prefs, "backend_root", ""))),
     ("local_not_startable", lambda: (setattr(prefs, "start_local", True), setattr(prefs, "backend_env", config["env"])),
      lambda: setattr(prefs, "start_local", False)),
 ]
