@@ -19,7 +19,11 @@ import os
 import shutil
 import sys
 
-import common
+with open(sys.argv[1], encoding="utf-8") as _f:
+    if json.load(_f)["case"] in ("lifecycle",):
+        os.environ["NEURENDER_THREADED"] = "1"  # the UI's threads, driven like the add-on's timer (session.pump)
+
+import common  # noqa: E402
 
 config, mod = common.start(sys.argv[1])
 import bpy  # noqa: E402
@@ -313,5 +317,62 @@ elif case == "cancel":
     record = panel_record.draw_all(mod, bpy)
     out["panel"] = [i["text"] for i in record if i["what"] in ("label", "progress")][:14]
     out["cancel_enabled"] = mod.operators.cancel.NEURENDER_OT_cancel.poll(bpy.context)
+
+elif case == "lifecycle":
+    # the UI's way: the worker in threads, the timer pumping; a job saved mid-way and the file opened again, a
+    # second render while the first runs, the first cancelled; the artist's scene compared after each
+    import time
+
+    def m():
+        return importlib.import_module(common.addon_env.MODULE)
+
+    def pump_until(cond, timeout=30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m().session.pump()
+            if cond():
+                return True
+            time.sleep(0.05)
+        return False
+
+    def recs():
+        return [(r.state, r.imported, r.version) for r in current_scene().neurender_jobs]
+
+    def running(i):
+        return lambda: len(current_scene().neurender_jobs) > i and current_scene().neurender_jobs[i].state in (
+            "queued", "running")
+
+    def settled():
+        """The snapshot after the scene is evaluated at its own frame again (a file just opened, or a pass render
+        that evaluated the shared objects at other frames, leaves evaluated matrices of another frame behind)."""
+        current_scene().frame_set(current_scene().frame_current)
+        return snap()
+
+    blend = bpy.data.filepath
+    shot.steps = 8
+    bpy.ops.wm.save_mainfile()
+    bpy.ops.wm.open_mainfile(filepath=blend)  # the artist's file as opened
+    base = settled()
+    bpy.ops.neurender.render_animation()
+    out["started"] = pump_until(running(0))
+    bpy.ops.wm.save_mainfile()  # mid-job
+    bpy.ops.wm.open_mainfile(filepath=blend)
+    out["reloaded_done"] = pump_until(lambda: current_scene().neurender_jobs[0].imported)
+    out["after_reload"] = probe_scene.diff(base, settled())
+    out["strips_after_reload"] = sorted((s.name, len(s.elements)) for s in m().vse.our_strips(current_scene()))
+    # a second render while one runs; then the first is cancelled
+    bpy.ops.neurender.render_animation()
+    pump_until(running(1))
+    bpy.ops.neurender.render_animation()
+    out["second_while_running"] = {"records": recs(), "error": bpy.context.window_manager.neurender.error}
+    first = current_scene().neurender_jobs[1]
+    out["first_cancel"] = m().session.cancel_job(first.job_id)
+    out["both_final"] = pump_until(lambda: all(r.state in ("done", "failed", "cancelled") and
+                                              (r.imported or r.state != "done")
+                                              for r in current_scene().neurender_jobs), timeout=40)
+    out["final_records"] = recs()
+    out["after_second"] = probe_scene.diff(base, settled())
+    out["artist_strips"] = sorted(s.name for s in mod.compat.all_strips(current_scene().sequence_editor)
+                                  if not s.get("neurender"))
 
 common.finish(out)
