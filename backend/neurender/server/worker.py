@@ -39,7 +39,7 @@ def scan_frames_done(out_dir: Path, frame_start: int, frame_end: int) -> list[in
     """Frame numbers with a finished file in ``out_dir`` (temp files never match the final name)."""
     try:
         names = [e.name for e in Path(out_dir).iterdir() if e.is_file()]
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # missing, not a folder, unreadable: nothing finished that the server can see
         return []
     done = []
     for name in names:
@@ -138,6 +138,9 @@ class Worker:
                 self._current = (record.id, token)
             try:
                 self._run(record, token)
+            except Exception as exc:  # recording the result failed (e.g. a full disk): the thread must go on
+                log.exception("job %s: cannot record its result", record.id)
+                self._fail_unrecorded(record, exc)
             finally:
                 with self._lock:
                     self._current = None
@@ -147,6 +150,15 @@ class Worker:
                             self.pipelines.free()
                         except Exception:
                             log.exception("freeing the models failed")
+
+    def _fail_unrecorded(self, record: JobRecord, exc: Exception) -> None:
+        """A job whose outcome could not be written: mark it failed (once more), so it never stays 'running'."""
+        try:
+            self.store.finish(record.id, JOB_FAILED, error=f"internal error: {exc.__class__.__name__}: {exc}",
+                              error_kind=ErrorKind.INTERNAL.value)
+        except Exception:
+            log.exception("job %s: cannot record its failure either; it is re-queued at the next start", record.id)
+            self._stop.wait(1.0)
 
     def _run(self, record: JobRecord, token: CancelToken) -> None:
         fresh = self.store.get(record.id)

@@ -1,0 +1,53 @@
+"""Review findings (issue 17 follow-ups): each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import httpx
+
+from neurender.server.app import create_app
+from neurender.server.config import ServerConfig
+from neurender.server.fake_runner import run_fake_render, write_fake_pass_folder
+from neurender.server.live import LiveServer
+from neurender.server.store import JobStore
+
+
+def _config(tmp_path: Path) -> ServerConfig:
+    return ServerConfig(data_dir=tmp_path / "data", roots=[tmp_path], device="cpu", progress_interval=0.02)
+
+
+def _wait(client: httpx.Client, job_id: str, timeout: float = 20.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["state"] in ("done", "failed", "cancelled"):
+            return job
+        assert time.monotonic() < deadline, f"job stuck in {job['state']}: {job}"
+        time.sleep(0.02)
+
+
+def test_the_worker_survives_a_database_error_while_recording_a_result(tmp_path, monkeypatch):
+    """A full disk fails the render AND the first write of its result: the worker thread must go on (it died
+    before: the job stayed 'running' forever and no later job ever ran)."""
+    passes = write_fake_pass_folder(tmp_path / "shot", frames=1)
+    real_finish = JobStore.finish
+    calls = {"n": 0}
+
+    def flaky_finish(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(JobStore, "finish", flaky_finish)
+    app = create_app(_config(tmp_path), runner=run_fake_render)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        ids = [client.post("/jobs", json={"pass_dir": str(passes), "settings": {"steps": 1}}).json()["id"]
+               for _ in range(2)]
+        first, second = (_wait(client, i) for i in ids)
+    assert first["state"] == "failed" and "database or disk is full" in first["error"], first
+    assert first["error_kind"] == "internal"
+    assert second["state"] == "done", second
