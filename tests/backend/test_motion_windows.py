@@ -153,3 +153,35 @@ def test_shot_longer_than_the_context_renders_in_windows(loaded, adapter):
 def test_context_longer_than_the_module_positions_is_refused(loaded, adapter):
     with pytest.raises(InputError, match="exceeds the motion module's 24 frame positions"):
         MotionWindows(motion_unet(loaded.pipe.unet, adapter), 32, 4)
+
+
+def test_motion_render_resumes_exactly_from_a_checkpoint(loaded, adapter, tmp_path):
+    """The video-layout scheduler state (DPM++ history, Euler-a generator) survives a checkpoint."""
+    pipe = loaded.pipe
+    motion = motion_unet(pipe.unet, adapter)
+
+    def sampler():
+        options = SamplerOptions(steps=3, seed=7, scheduler="euler_a", guidance_scale=5.0, consistency="first+prev",
+                                 fixed_noise=False, control_scales=[1.0])
+        provide = lambda positions: [  # noqa: E731
+            pipe.control_image_processor.preprocess([_control(p) for p in positions], height=H, width=W)
+        ]
+        return LockstepSampler(pipe, options, 7, H, W, controls=provide, prompt=PROMPT,
+                               strategy=MotionWindows(motion, 4, 2, "first+prev"))
+
+    full = sampler().run()
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(done, total):
+        if done == 1:
+            raise Stop
+
+    s = sampler()
+    s.checkpoint_path, s.fingerprint, s.on_step = tmp_path / "state.pt", "abc", stop_after_one
+    with pytest.raises(Stop):
+        s.run()
+    r = sampler()
+    r.checkpoint_path, r.fingerprint = tmp_path / "state.pt", "abc"
+    assert torch.equal(r.run(), full)

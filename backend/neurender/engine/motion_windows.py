@@ -148,7 +148,10 @@ class MotionWindows:
         return latents, 0
 
     def attention(self, sampler, models, state):
-        state.keep_previous = self.context_overlap + 1  # first+prev: a window's first frame follows one inside the last
+        # first+prev: a window's first frame follows one inside the previous window (the last window, aligned to the
+        # end, may overlap more than context_overlap): keep enough trailing frames of each window for the next
+        windows = self.windows(sampler.num_frames)
+        state.keep_previous = max([1] + [a[-1] - b[0] + 2 for a, b in zip(windows, windows[1:])])
         return cross_frame_attention(models if self.cross_frame else [], state)
 
     def noise_prediction(self, sampler, latents: torch.Tensor, t, i: int, n_steps: int) -> torch.Tensor:
