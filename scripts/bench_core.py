@@ -67,11 +67,11 @@ def child(spec: dict) -> dict:
         rng = np.random.RandomState(0)
         controls = [Image.fromarray((rng.rand(height, width, 3) * 255).astype("uint8")) for _ in range(frames)]
         pipe("warmup", image=controls[0], height=height, width=width, num_inference_steps=1, output_type="np")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for c in controls:
             pipe("a stone statue in a garden", image=c, height=height, width=width, num_inference_steps=steps,
                  generator=torch.Generator("cpu").manual_seed(0), output_type="np")
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     else:
         fields = dict(
             prompt="a stone statue in a garden", steps=steps, model=str(model_dir), width=width, height=height,
@@ -83,17 +83,18 @@ def child(spec: dict) -> dict:
 
         def progress(p):
             if p.phase == "denoise" and "start" not in marks:
-                marks["start"] = time.perf_counter()
+                marks["start"], marks["cpu_start"] = time.perf_counter(), time.process_time()
             if p.phase == "done":
-                marks["end"] = time.perf_counter()
+                marks["end"], marks["cpu_end"] = time.perf_counter(), time.process_time()
 
         out = Path(tempfile.mkdtemp(prefix="bench-out-", dir=spec.get("tmp")))
         result = run_render(JobSpec(pass_dir=Path(spec["passes"]), out_dir=out, settings=settings), progress=progress)
         seconds = marks["end"] - marks["start"]
+        cpu = marks["cpu_end"] - marks["cpu_start"]
         warp = _warp_error(Path(spec["passes"]), out, result.frames_written, height, width)
-        return {"seconds_per_frame": seconds / frames, "warp_error": warp,
+        return {"seconds_per_frame": seconds / frames, "cpu_seconds_per_frame": cpu / frames, "warp_error": warp,
                 "peak_rss_mb": peak_rss_mb()}
-    return {"seconds_per_frame": seconds / frames, "peak_rss_mb": peak_rss_mb()}
+    return {"seconds_per_frame": seconds / frames, "cpu_seconds_per_frame": cpu / frames, "peak_rss_mb": peak_rss_mb()}
 
 
 def peak_rss_mb() -> float:
@@ -164,8 +165,9 @@ def main() -> int:
     ap.add_argument("--mem-frames", default="16,64", help="short,long shot for the memory check")
     ap.add_argument("--repeats", type=int, default=2, help="interleaved repetitions per variant (median)")
     ap.add_argument("--modes", default="off,first,first+prev,window,keyframes")
-    ap.add_argument("--motion-rows", default="on", choices=("on", "off", "only"),
-                    help="motion module / 4-step rows (issue #14); 'only' skips the consistency-mode rows")
+    ap.add_argument("--motion-rows", default="on", choices=("on", "off", "only", "memory"),
+                    help="motion module / 4-step rows (issue #14); 'only' skips the consistency-mode rows, 'memory' "
+                         "runs only the motion module's 16 vs 64 frames memory check")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
@@ -187,14 +189,15 @@ def main() -> int:
                 passes[n] = work / f"passes-{width}x{height}-{n}"
                 write_synthetic_pass_folder(passes[n], frames=n, width=width, height=height)
             base = {"model": str(models.model), "steps": args.steps, "width": width, "height": height, "tmp": str(work)}
-            modes = [] if args.motion_rows == "only" else args.modes.split(",")
+            modes = [] if args.motion_rows in ("only", "memory") else args.modes.split(",")
             motion = {}
             if args.motion_rows != "off":
                 motion = _motion_variants(work / size, models.model, args.frames)
             runs: dict[str, list[dict]] = {m: [] for m in ["plain", *modes]}
-            for _ in range(args.repeats):  # interleaved, so a noisy minute hits every variant alike
-                for mode in [*runs, *motion]:
-                    if mode in motion:
+            timing = dict(motion) if args.motion_rows != "memory" else {}
+            for _ in range(args.repeats if args.motion_rows != "memory" else 0):  # interleaved, so a noisy minute hits every variant alike
+                for mode in [*runs, *timing]:
+                    if mode in timing:
                         extra, _ = motion[mode]
                         runs.setdefault(mode, []).append(run_child({
                             **base, "kind": "neurender", "mode": "off", "frames": args.frames,
@@ -208,10 +211,12 @@ def main() -> int:
             def median(mode: str, key: str) -> float:
                 return statistics.median(r[key] for r in runs[mode])
 
-            plain_s = median("plain", "seconds_per_frame")
             print(f"\n[{size} model, {width}x{height}]  (median of {args.repeats} interleaved runs each)")
-            print(f"  {'diffusers pipeline, per frame':<40} {plain_s:8.3f} s/frame   1.00x   "
-                  f"peak RSS {median('plain', 'peak_rss_mb'):7.0f} MB")
+            plain_s = median("plain", "seconds_per_frame") if runs["plain"] else float("nan")
+            if runs["plain"]:
+                print(f"  {'diffusers pipeline, per frame':<40} {plain_s:8.3f} s/frame   1.00x   "
+                      f"peak RSS {median('plain', 'peak_rss_mb'):7.0f} MB   "
+                      f"({median('plain', 'cpu_seconds_per_frame'):.3f} CPU s/frame)")
             for mode in modes:
                 ratio = median(mode, "seconds_per_frame") / plain_s
                 flag = ""
@@ -224,8 +229,12 @@ def main() -> int:
                 warp_text = f"   warp error {warp:.5f}" if warp is not None else ""
                 print(f"  {'neurender render --consistency ' + mode:<40} {median(mode, 'seconds_per_frame'):8.3f} s/frame "
                       f"{ratio:6.2f}x   peak RSS {median(mode, 'peak_rss_mb'):7.0f} MB{warp_text}{flag}")
-            for name, (extra, label) in motion.items():
-                ratio = median(name, "seconds_per_frame") / plain_s
+            plain_cpu = median("plain", "cpu_seconds_per_frame") if runs["plain"] else float("nan")
+            for name, (extra, label) in timing.items():
+                # CPU seconds (process time) as well as wall time: on a shared machine the wall clock mostly measures
+                # the neighbours; the targets are judged on CPU time
+                ratio = median(name, "cpu_seconds_per_frame") / plain_cpu
+                wall = median(name, "seconds_per_frame") / plain_s
                 flag = ""
                 if name.startswith("motion"):
                     ok = ratio <= 1.3
@@ -233,18 +242,20 @@ def main() -> int:
                     if not ok:
                         failures.append(f"{size}: {name} {ratio:.2f}x")
                 else:  # the few-step tier against the usual 20-step CFG render (scaled from the baseline's steps)
-                    flag = f"  vs a 20-step CFG render (baseline x 20/{args.steps}): {plain_s * 20 / args.steps / median(name, 'seconds_per_frame'):.1f}x faster"
-                print(f"  {label:<40} {median(name, 'seconds_per_frame'):8.3f} s/frame {ratio:6.2f}x   "
-                      f"peak RSS {median(name, 'peak_rss_mb'):7.0f} MB{flag}")
+                    faster = plain_cpu * 20 / args.steps / median(name, "cpu_seconds_per_frame")
+                    flag = f"  vs a 20-step CFG render (baseline x 20/{args.steps}): {faster:.1f}x faster"
+                print(f"  {label:<40} {median(name, 'cpu_seconds_per_frame'):8.3f} CPU s/frame {ratio:6.2f}x "
+                      f"(wall {wall:5.2f}x)   peak RSS {median(name, 'peak_rss_mb'):7.0f} MB{flag}")
             if motion:
-                mm_extra = dict(motion["motion-1"][0], context_length=16, context_overlap=4)
+                # one denoising step: peak memory does not depend on the number of steps (same windows every step)
+                mm_extra = dict(motion["motion-1"][0], context_length=16, context_overlap=4, steps=1)
                 mm_mem = {n: run_child({**base, "kind": "neurender", "mode": "off", "frames": n, "passes": str(passes[n]),
                                         "extra": mm_extra}) for n in (short, long)}
                 growth = mm_mem[long]["peak_rss_mb"] / mm_mem[short]["peak_rss_mb"] - 1
                 ok = abs(growth) <= 0.10
                 if not ok:
                     failures.append(f"{size}: motion-module memory growth {growth:+.1%}")
-                print(f"  peak RSS motion module (context 16/4): {short} frames {mm_mem[short]['peak_rss_mb']:.0f} MB, "
+                print(f"  peak RSS motion module (context 16/4, 1 step): {short} frames {mm_mem[short]['peak_rss_mb']:.0f} MB, "
                       f"{long} frames {mm_mem[long]['peak_rss_mb']:.0f} MB -> {growth:+.1%}  "
                       f"target within 10%: {'met' if ok else 'MISSED'}")
             if not modes:
