@@ -318,6 +318,34 @@ elif case == "cancel":
     out["panel"] = [i["text"] for i in record if i["what"] in ("label", "progress")][:14]
     out["cancel_enabled"] = mod.operators.cancel.NEURENDER_OT_cancel.poll(bpy.context)
 
+elif case == "sequencer_output":
+    # the artist's output goes through their own sequencer edit (slate + colour note over the 3D scene strip)
+    import numpy as np
+
+    se = scene.sequence_editor
+    try:
+        mod.compat.strips(se).new_scene(name="plate", scene=scene, channel=1, frame_start=probe_scene.FRAME_START)
+    except TypeError:
+        pass
+    scene.render.use_sequencer, scene.render.use_stamp = True, False
+    mod.compat.set_file_format(scene.render.image_settings, "PNG")
+    scene.render.image_settings.color_depth = "8"
+
+    def beauty(tag):
+        scene.render.filepath = os.path.join(folder, "beauty", f"{tag}_")
+        bpy.ops.render.render(write_still=True)
+        img = bpy.data.images.load(os.path.join(folder, "beauty", f"{tag}_.png"))
+        px = np.array(img.pixels[:])
+        bpy.data.images.remove(img)
+        return px
+
+    first = beauty("before")
+    bpy.ops.neurender.render_animation()
+    second = beauty("after")
+    out["max_pixel_change"] = float(np.abs(first - second).max())
+    out["our_strips"] = [(s.name, s.channel, s.mute) for s in mod.vse.our_strips(scene)]
+    out["artist_channels"] = sorted(s.channel for s in mod.compat.all_strips(se) if not s.get("neurender"))
+
 elif case == "lifecycle":
     # the UI's way: the worker in threads, the timer pumping; a job saved mid-way and the file opened again, a
     # second render while the first runs, the first cancelled; the artist's scene compared after each
