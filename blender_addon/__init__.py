@@ -2,18 +2,20 @@
 
 import bpy
 
-from . import handlers, operators, panels, preferences, properties, session
+from . import handlers, jobs, operators, panels, preferences, properties, session
 
-_classes = (*preferences.classes, *properties.classes, *operators.classes, *panels.classes)
+_classes = (*preferences.classes, *properties.classes, *jobs.classes, *operators.classes, *panels.classes)
 
 
 def register():
     for cls in _classes:
         bpy.utils.register_class(cls)
     properties.register_props()
+    jobs.register_props()
     handlers.register()
     if not bpy.app.timers.is_registered(session.pump):
         bpy.app.timers.register(session.pump, first_interval=session.TIMER_INTERVAL, persistent=True)
+    handlers.reattach_soon()  # re-enabled or restarted: follow the file's running jobs again
 
 
 def unregister():
@@ -21,6 +23,7 @@ def unregister():
         bpy.app.timers.unregister(session.pump)
     handlers.unregister()
     session.shutdown()
+    jobs.unregister_props()
     properties.unregister_props()
     for cls in reversed(_classes):
         bpy.utils.unregister_class(cls)

@@ -20,7 +20,7 @@ from typing import Optional
 import bpy
 from bpy.app.handlers import persistent
 
-from . import headless, pass_export, pass_job, preflight, session
+from . import headless, jobs, pass_export, pass_job, preflight, session
 
 log = logging.getLogger(__name__)
 
@@ -110,18 +110,42 @@ def complete(job: dict) -> None:
     if scene is None:
         return
 
-    def submit(scene, manifest) -> None:
-        wait = bpy.app.background and scene.neurender.wait_headless
-        session.submit_job(scene, manifest.frame_start, manifest.frame_end, wait=wait if bpy.app.background else None)
-
     def proceed(scene) -> None:  # the passes (a render job in the UI, Esc cancels; blocking with -b), then submit
+        key = jobs.new(scene, job["start"], job["end"])  # its own versioned pass and frame folders
+
+        def submit(scene, manifest) -> None:
+            wait = bpy.app.background and scene.neurender.wait_headless
+            session.submit_job(scene, manifest.frame_start, manifest.frame_end,
+                               wait=wait if bpy.app.background else None, key=key)
+
         with suspended():
-            pass_job.render_then(scene, job["start"], job["end"], pass_export.pass_dir(scene), submit,
-                                 f"The passes of frames {job['start']}-{job['end']}")
+            pass_job.render_then(scene, job["start"], job["end"], jobs.find(key=key)[1].abs_pass_dir, submit,
+                                 f"The passes of frames {job['start']}-{job['end']}", key=key)
 
     preflight.run(scene, job["start"], job["end"], proceed)  # nothing is rendered when a check fails
     if bpy.app.background:  # `blender -b -a`: the exit code tells a farm manager whether the neural render worked
         headless.judge(scene.neurender.wait_headless)
+
+
+@persistent
+def on_load_post(*_args) -> None:
+    """The loaded file's job records: follow the running jobs again, import finished ones."""
+    session.reattach_all()
+
+
+@persistent
+def on_save_pre(filepath="", *_args) -> None:
+    """Job folders under the .blend's folder are stored relative to it (``//``), so a moved project finds them."""
+    if isinstance(filepath, str) and filepath:
+        jobs.relativize(filepath)
+
+
+def reattach_soon() -> None:
+    """On register: reattach now where the file's data can be read, else from a one-shot timer (start-up)."""
+    try:
+        session.reattach_all()
+    except AttributeError:  # bpy.data is restricted while add-ons register at start-up
+        bpy.app.timers.register(lambda: session.reattach_all() and None, first_interval=0.5)
 
 
 _HANDLERS = (
@@ -130,6 +154,8 @@ _HANDLERS = (
     ("render_complete", on_render_complete),
     ("render_cancel", on_render_cancel),
     ("load_pre", on_load_pre),
+    ("load_post", on_load_post),
+    ("save_pre", on_save_pre),
 )
 
 

@@ -55,7 +55,8 @@ def result_note(job: dict) -> str:
     return f" — {RANDOM_WEIGHTS_NOTE}" if random_weights(job) else ""
 
 
-def on_snapshot(status, job: dict, scene=None, worker=None, make_client=None, blocking: bool = False) -> str:
+def on_snapshot(status, job: dict, scene=None, worker=None, make_client=None, blocking: bool = False,
+                version=None) -> str:
     """Apply one job snapshot to the status (monotonic progress, device, random weights); start a preview fetch if
     a newer preview exists; put newly written frames on the strip. Returns the progress line."""
     job_id = str(job.get("id", ""))
@@ -77,11 +78,11 @@ def on_snapshot(status, job: dict, scene=None, worker=None, make_client=None, bl
     if worker is not None and make_client is not None:
         fetch_preview(worker, make_client)
     if scene is not None and job.get("state") not in ("done", "failed", "cancelled"):
-        _place_written(scene, job)
+        _place_written(scene, job, version)
     return _live.tracker.text
 
 
-def _place_written(scene, job: dict) -> None:
+def _place_written(scene, job: dict, version=None) -> None:
     """Finished frames appear in the strip as they are written (the final strip is placed when the job is done)."""
     out_dir = job.get("out_dir") or ""
     done = job.get("frames_downloaded", job.get("frames_done")) or []
@@ -91,7 +92,7 @@ def _place_written(scene, job: dict) -> None:
     if not frames:
         return
     try:
-        vse.place_result(scene, out_dir, frames)
+        vse.place_result(scene, out_dir, frames, version=version)  # the render's own versioned strip
         _live.frames_placed = len(done)
     except Exception as exc:  # noqa: BLE001 - a partial strip is a convenience; the final one reports errors
         log.warning("could not show the frames written so far: %s", exc)

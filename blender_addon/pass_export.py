@@ -93,17 +93,25 @@ def next_version(scene, taken=()) -> int:
     return max([0, *versions_on_disk(scene), *taken]) + 1
 
 
-def to_blend_path(path: str) -> str:
-    """``path`` relative to the saved .blend (``//...``) when it can be, so a moved project still finds it."""
-    if not path or not bpy.data.filepath:
+def to_blend_path(path: str, blend_path: str = "") -> str:
+    """``path`` relative to the saved .blend (``//...``) when it lies under the .blend's folder, so a moved project
+    still finds its files; otherwise (unsaved file, another drive, the extension's own folder) absolute."""
+    blend = blend_path or bpy.data.filepath
+    if not path or not blend or path.startswith("//"):
         return path
+    path = os.path.abspath(path)
+    base = os.path.dirname(os.path.abspath(blend))
     try:
-        return bpy.path.relpath(path)
+        rel = os.path.relpath(path, base)
     except ValueError:  # another drive on Windows
         return path
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return path
+    return "//" + ("" if rel == os.curdir else rel.replace(os.sep, "/"))
 
 
 def from_blend_path(path: str) -> str:
+    """An absolute path for ``path`` (``//`` resolved against where the .blend is now)."""
     return os.path.abspath(bpy.path.abspath(path)) if path else ""
 
 

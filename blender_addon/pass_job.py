@@ -136,9 +136,10 @@ def _finish(name: str, folder: str, frame_start: int, frame_end: int, on_done: D
 
 
 def render_then(scene, frame_start: int, frame_end: int, folder: str, then: Callable[[object, object], None],
-                label: str) -> None:
+                label: str, key: str = "") -> None:
     """The pass render with the artist told what happens, then ``then(scene, manifest)`` on the main thread (the
-    scene looked up again by name). A failure is reported as '<label> could not be rendered: <why>'."""
+    scene looked up again by name). A failure is reported as '<label> could not be rendered: <why>' and, with
+    ``key``, stored on that job record (``jobs.py``)."""
     scene_name = scene.name
     status = bpy.context.window_manager.neurender
     status.job_id, status.job_state, status.error = "", RENDERING, ""
@@ -149,6 +150,8 @@ def render_then(scene, frame_start: int, frame_end: int, folder: str, then: Call
         if err is not None:
             if status.job_state == RENDERING:
                 status.job_state = contract.JOB_CANCELLED if isinstance(err, PassRenderStopped) else contract.JOB_FAILED
+            session.record_failed(key, f"{label} could not be rendered: {err}",
+                                  contract.JOB_CANCELLED if isinstance(err, PassRenderStopped) else "")
             session.set_message("", f"{label} could not be rendered: {err}")
             return
         target = bpy.data.scenes.get(scene_name)
@@ -159,6 +162,7 @@ def render_then(scene, frame_start: int, frame_end: int, folder: str, then: Call
         try:
             then(target, manifest)
         except (contract.ContractError, OSError, RuntimeError) as exc:
+            session.record_failed(key, str(exc))
             status.job_state = contract.JOB_FAILED
             session.set_message("", f"Neural render not submitted: {exc}")
 

@@ -1,7 +1,8 @@
-"""The add-on's one piece of runtime state: the worker, the watched job, the local backend.
+"""The add-on's one piece of runtime state: the worker, the watched jobs, the local backend.
 
 Everything here runs on Blender's main thread except the functions handed to the worker, which only do
-network calls. ``discard()`` is the single function that drops this state (called on unregister and load_pre).
+network calls. What must outlive a file load or a restart is in the .blend: the job records (``jobs.py``), which
+``reattach_all`` follows again. ``discard()`` stops following (called on unregister and load_pre).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Optional
 
 import bpy
 
-from . import advice, backend_process, client, live, messages, pass_export, preferences, properties, remote, vse, worker
+from . import backend_process, client, jobs, pass_export, preferences, properties, remote, vse, worker
 from . import neurender_contract as contract
 
 log = logging.getLogger(__name__)
@@ -23,12 +24,23 @@ TIMER_INTERVAL = 0.25
 MOVIE_NAME = "neurender.mp4"
 
 
+def _threaded() -> bool:
+    """Worker threads also in background mode when NEURENDER_THREADED=1 (tests drive the queue with ``pump``, as
+    the UI's timer does)."""
+    return not bpy.app.background or os.environ.get("NEURENDER_THREADED") == "1"
+
+
 class _State:
     def __init__(self) -> None:
-        self.worker = worker.Worker(blocking=bpy.app.background)
-        self.watcher: Optional[worker.JobWatcher] = None
+        self.worker = worker.Worker(blocking=not _threaded())
+        self.watchers: dict[str, worker.JobWatcher] = {}
+        """One per job being followed (by backend job id): a second render never drops the first one's."""
         self.local = backend_process.LocalBackend()
-        self.scene_name = ""
+        self.current = ""
+        """Key of the job record the panel's status follows (the latest submitted)."""
+        self.known: dict[str, str] = {}
+        """Record key -> backend job id of every job submitted in this session (refills an id an undo took)."""
+        self.session_keys: set[str] = set()
         self.last_job: dict = {}
 
 
@@ -43,11 +55,14 @@ def state() -> _State:
 
 
 def discard() -> None:
-    """Forget the watched job and stop polling (the local backend keeps running)."""
+    """Stop following every job (the jobs go on; their records in the .blend reattach them). The local backend keeps
+    running."""
     st = _state
-    if st is not None and st.watcher is not None:
-        st.watcher.stop()
-        st.watcher = None
+    if st is not None:
+        for watcher in st.watchers.values():
+            watcher.stop()
+        st.watchers.clear()
+        st.current = ""
 
 
 def shutdown() -> None:
@@ -136,7 +151,9 @@ def connect(on_done=None) -> None:
 
     def work():
         if local is not None and not local.wait_ready(120.0):
-            raise client.error(messages.LOCAL_BACKEND, f"it stopped while starting: {local.log_tail(3)}")
+            raise client.BackendError(
+                f"The local backend stopped while starting; see {local.log_path}: {local.log_tail(3)}",
+                client.UNREACHABLE)
         return client.Client(local.url if local else url, token).check_version(force=force)
 
     set_message("Connecting to the neurender backend...")
@@ -159,6 +176,7 @@ def _connected(info, err, on_done) -> None:
             st.backend_info = text
         set_message(f"Connected: {text}")
         _check_model_paths(prefs_or_none())
+        reattach_all()  # jobs of the local backend wait for it to run again
     if on_done is not None:
         on_done(info, err)
 
@@ -196,24 +214,35 @@ def _artist_message(err: BaseException) -> str:
 
 # -- jobs --------------------------------------------------------------------------------------------------------
 
-def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = None) -> None:
-    """Submit the scene's pass folder (already written) as a job for ``frame_start..frame_end``.
+def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = None, key: str = "") -> None:
+    """Submit the pass folder of the job record ``key`` (``jobs.new``; its passes already written) for
+    ``frame_start..frame_end``. Without ``key`` (scripts) a record is made for the scene's plain pass folder, with
+    its own versioned output folder.
 
-    Raises ``contract.ContractError`` for bad settings before anything is sent. In background mode (or with
-    ``wait``) it blocks until the job is final.
+    Another job of the shot that is still running is left alone: it keeps its watcher and stays cancellable; the
+    backend queues the new job behind it (each render has its own folders). Raises ``contract.ContractError`` for
+    bad settings before anything is sent. In background mode (or with ``wait``) it blocks until the job is final.
     """
     prefs = preferences.get()
     frames = f"{frame_start}-{frame_end}"
     settings = properties.to_settings(scene, prefs, frames=frames)
     for _level, text, _fix in advice.warnings(scene, prefs):  # also for the render hook and blender -b -a
         log.warning("%s", text)
-    folder = pass_export.pass_dir(scene)
+    if not key:
+        key = jobs.new(scene, frame_start, frame_end,
+                       kind=jobs.KIND_ANIMATION, pass_dir=pass_export.pass_dir(scene))
+    found = jobs.find(key=key)
+    if found is None:
+        raise contract.ContractError(f"no job record {key}")
+    rec = found[1]
+    folder, out_dir = rec.abs_pass_dir, rec.abs_out_dir
     if not os.path.isfile(os.path.join(folder, contract.MANIFEST_NAME)):
+        record_failed(key, f"the pass folder {folder} has no {contract.MANIFEST_NAME}")
         raise contract.ContractError(f"the pass folder {folder} has no {contract.MANIFEST_NAME}; render passes first")
-    out_dir = pass_export.frames_dir(scene)
     st = state()
-    discard()
-    st.scene_name = scene.name
+    st.session_keys.add(key)
+    st.current = key
+    rec.state = jobs.SUBMITTING
     live.reset()
     status = _status()
     if status is not None:
@@ -224,10 +253,12 @@ def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = N
     try:
         c = make_client(prefs)
     except client.BackendError as exc:
-        _job_update(None, exc)
+        record_failed(key, str(exc))
+        _job_update("", None, exc)
         return
     force = prefs.force_version
     upload = not prefs.shares_disk(c.base_url)
+    rec.backend_url, rec.local_backend, rec.upload = c.base_url, bool(prefs.start_local), upload
     settings_dict = settings.to_dict()
 
     def work():
@@ -238,28 +269,22 @@ def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = N
 
     def submitted(result, err):
         if err is not None:
-            _job_update(None, err)
+            record_failed(key, _artist_message(err))
+            if st.current == key:
+                _job_update("", None, err)
+            else:
+                set_message("", _artist_message(err))
             return
         c, job = result
+        job_id = str(job["id"])
+        st.known[key] = job_id  # survives undo and a file reload before the record was saved with its id
+        found = jobs.find(key=key)
+        if found is not None:
+            found[1].job_id = job_id
         if upload:  # frames come back over HTTP into the scene's own output folder
-            fetch = remote.FrameDownloader(c, job["id"], out_dir).poll
             job = dict(job, out_dir=out_dir, server_out_dir=job.get("out_dir", ""), frames_downloaded=[])
-        else:
-            fetch = functools.partial(c.job, job["id"])
-        _job_update(job, None)
-
-        def on_update(snapshot, error) -> None:
-            if st.watcher is watcher:  # a snapshot queued before a newer submit (or discard) is dropped
-                _job_update(snapshot, error)
-
-        watcher = worker.JobWatcher(st.worker, fetch, on_update)
-        st.watcher = watcher
-        if blocking:
-            watcher.wait()
-        elif st.worker.blocking:  # background mode without waiting: no timers would drain a thread
-            set_message(f"Submitted job {job.get('id')}; not waiting for it (background mode)")
-        else:
-            watcher.start()
+        _job_update(job_id, job, None)
+        _watch(job_id, c, upload, out_dir, blocking)
 
     set_message(f"Submitting frames {frames}" + (" (uploading the pass folder)..." if upload else "..."))
     if blocking and not st.worker.blocking:
@@ -269,6 +294,36 @@ def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = N
             submitted(None, exc)
     else:
         st.worker.submit(work, submitted)
+
+
+def _watch(job_id: str, c: client.Client, upload: bool, out_dir: str, blocking: bool, once: bool = False) -> None:
+    """Follow ``job_id`` (one watcher per job; other jobs' watchers are left alone)."""
+    st = state()
+    if upload:
+        fetch = remote.FrameDownloader(c, job_id, out_dir).poll
+    else:
+        fetch = functools.partial(c.job, job_id)
+
+    def on_update(snapshot, error) -> None:
+        if st.watchers.get(job_id) is watcher:  # a snapshot queued before a file load (or discard) is dropped
+            _job_update(job_id, snapshot, error)
+
+    watcher = worker.JobWatcher(st.worker, fetch, on_update, keep_trying=True)
+    old = st.watchers.pop(job_id, None)
+    if old is not None:
+        old.stop()
+    st.watchers[job_id] = watcher
+    if once:  # headless reattach: look once, never block the file load
+        try:
+            on_update(fetch(), None)
+        except Exception as exc:  # noqa: BLE001 - reported on the record
+            on_update(None, exc)
+    elif blocking:
+        watcher.wait()
+    elif st.worker.blocking:  # background mode without waiting: no timers would drain a thread
+        set_message(f"Submitted job {job_id}; not waiting for it (background mode)")
+    else:
+        watcher.start()
 
 
 def _upload(c: client.Client, folder: str, settings: dict, w: worker.Worker) -> dict:
@@ -284,7 +339,7 @@ def _upload(c: client.Client, folder: str, settings: dict, w: worker.Worker) -> 
                 w.post(lambda *_: set_message(f"{what} the pass folder: {percent}%"))
         return progress
 
-    zip_path = os.path.join(os.path.dirname(folder), f".neurender-upload-{os.getpid()}.zip")
+    zip_path = os.path.join(os.path.dirname(folder), f".neurender-upload-{os.getpid()}-{os.path.basename(folder)}.zip")
     try:
         size = remote.zip_pass_folder(folder, zip_path, report("Zipping"))
         shown[0] = -1
@@ -297,46 +352,96 @@ def _upload(c: client.Client, folder: str, settings: dict, w: worker.Worker) -> 
             pass
 
 
-def _job_update(job, err) -> None:
+def record_failed(key: str, message: str, state_: str = "") -> None:
+    """The render of record ``key`` never reached the backend (pass render or submit failed, or ``state_``
+    cancelled: Esc during the pass render)."""
+    found = jobs.find(key=key)
+    if found is not None and not found[1].job_id:
+        found[1].state, found[1].message = state_ or jobs.ERROR, message
+
+
+def _is_current(job_id: str) -> bool:
+    st = state()
+    if not job_id:
+        return True
+    found = jobs.find(job_id=job_id)
+    if found is not None:
+        return found[1].key == st.current
+    status = _status()
+    return status is not None and status.job_id == job_id
+
+
+def _job_update(job_id: str, job, err) -> None:
+    """A snapshot (or error) of ``job_id``: its record, and the panel's status when it is the current job."""
     status = _status()
     st = state()
+    found = jobs.find(job_id=job_id) if job_id else None
+    rec = found[1] if found is not None else None
+    current = _is_current(job_id)
     if err is not None:
-        if status is not None:
-            status.job_state = contract.JOB_FAILED
-        set_message("", _artist_message(err))
+        text = _artist_message(err)
+        if rec is not None:
+            if getattr(err, "status", 0) == 404:  # the backend does not know the job (any more)
+                rec.state = jobs.LOST
+                text = f"The backend no longer knows job {job_id}; its finished frames stay in {rec.out_dir}"
+            rec.message = text
+        if current:
+            if status is not None:
+                status.job_state = contract.JOB_FAILED
+            set_message("", text)
         return
     st.last_job = job
     state_ = job.get("state", "")
     p = job.get("progress") or {}
-    if status is not None:
+    if rec is not None:
+        rec.state = state_
+        rec.frames_done = len(job.get("frames_downloaded", job.get("frames_done")) or [])
+        rec.frames_total = int(p.get("frames_total", 0)) or rec.frames_total
+        rec.message = ""
+    if current and status is not None:
         status.job_id = str(job.get("id", ""))
         status.job_state = state_
         status.frames_done = int(p.get("frames_done", 0))
         status.frames_total = int(p.get("frames_total", 0))
         status.step = int(p.get("step", 0))
         status.steps_total = int(p.get("steps_total", 0))
-        if job.get("out_dir"):
+        if rec is not None:
+            status.out_dir = rec.abs_out_dir
+        elif job.get("out_dir"):
             status.out_dir = job["out_dir"]
-    # monotonic progress, live preview, frames shown as written (live.py)
-    live.on_snapshot(status, job, bpy.data.scenes.get(st.scene_name), st.worker, _client_or_raise)
+    if current:  # monotonic progress, live preview, frames of an animation shown as written (live.py)
+        animation = found is not None and rec.kind == jobs.KIND_ANIMATION
+        live.on_snapshot(status, job, found[0] if animation else None, st.worker,
+                         lambda: _client_for(rec) if rec is not None else make_client(),
+                         version=rec.version if rec is not None else None)
     if state_ == contract.JOB_DONE:
-        _finish(job)
+        if rec is not None and rec.imported:
+            return
+        _finish(job_id, job)
     elif state_ == contract.JOB_FAILED:
-        if status is not None:
+        if status is not None and current:
             status.error_detail = str(job.get("error") or "")
-        set_message("", client.job_failure_message(job))
+        text = client.job_failure_message(job)
+        if rec is not None:
+            rec.message = text
+        set_message("", text)
     elif state_ == contract.JOB_CANCELLED:
         kept = job.get("frames_downloaded", job.get("frames_done")) or []
-        set_message(f"Cancelled; {len(kept)} finished frames kept in {job.get('out_dir')}")
-    else:
+        where = rec.abs_out_dir if rec is not None else job.get("out_dir")
+        set_message(f"Cancelled; {len(kept)} finished frames kept in {where}")
+    elif current:
         set_message(progress_text(job))
 
 
-def passes_cancelled() -> None:
+def passes_cancelled(key: str = "") -> None:
     """The pass render of a hooked animation render was cancelled: nothing is submitted."""
     status = _status()
     if status is not None and not status.job_id:  # 'rendering passes' ends, so the modal watcher stops too
         status.job_state = contract.JOB_CANCELLED
+    if key:
+        found = jobs.find(key=key)
+        if found is not None:
+            found[1].state, found[1].message = contract.JOB_CANCELLED, "the pass render was cancelled"
     set_message("Render cancelled; nothing was sent to the neural renderer")
 
 
@@ -351,55 +456,115 @@ def progress_text(job: dict) -> str:
     return f"Neural render: {text}"
 
 
-def _finish(job: dict) -> None:
-    st = state()
-    scene = bpy.data.scenes.get(st.scene_name)
+def _finish(job_id: str, job: dict) -> None:
+    found = jobs.find(job_id=job_id)
     out_dir = job.get("out_dir") or ""
-    if scene is None:
-        set_message(f"Done; frames in {out_dir} (the scene is gone, no strip added)")
+    if found is None:
+        set_message(f"Done; frames in {out_dir} (the scene is gone, nothing imported)")
         return
-    first, last = job.get("frame_start"), job.get("frame_end")
+    scene, rec = found
     requested = (job.get("settings") or {}).get("frames") or ""
-    if requested:
-        first, last = contract.parse_frame_range(requested)
-    frames = [f for f in vse.result_frames(out_dir)
-              if (first is None or f >= first) and (last is None or f <= last)]
+    first, last = contract.parse_frame_range(requested) if requested else (rec.frame_start, rec.frame_end)
     try:
-        strip = vse.place_result(scene, out_dir, frames)
+        text = import_record(scene, rec, first, last, random_weights=live.random_weights(job))
     except (contract.ContractError, RuntimeError) as exc:
-        set_message("", f"The neural frames could not be loaded into the sequencer: {exc}")
+        rec.message = f"The neural frames could not be imported: {exc}"
+        set_message("", rec.message)
         return
-    if live.random_weights(job):  # the strip says so too: whatever it shows is noise
-        strip.name = live.RANDOM_WEIGHTS_STRIP
+    set_message(text + live.result_note(job))
+
+
+def import_record(scene, rec, first: Optional[int] = None, last: Optional[int] = None,
+                  random_weights: bool = False) -> str:
+    """Bring the record's finished frames into Blender: an animation as its VSE strip (replacing the strips of older
+    versions), a single frame as an image (never a strip). Returns the sentence for the artist."""
+    out_dir = rec.abs_out_dir
+    first = rec.frame_start if first is None else first
+    last = rec.frame_end if last is None else last
+    frames = [f for f in vse.result_frames(out_dir) if first <= f <= last]
+    if not frames:
+        raise contract.ContractError(f"no neural frames of {first}-{last} in {out_dir}")
+    version = pass_export.version_name(rec.version)
+    if rec.kind == jobs.KIND_FRAME:
+        path = os.path.join(out_dir, contract.FRAME_FILE_PATTERN.format(frame=frames[0]))
+        img = vse.load_frame_image(path, f"neurender frame {frames[0]} {version}")
+        rec.image, rec.imported = img.name, True
+        return f"Done: frame {frames[0]} ({version}) is the image {img.name!r} ({out_dir})"
+    strip = vse.place_result(scene, out_dir, frames, version=rec.version)
+    if random_weights:  # the strip says so too: whatever it shows is noise
+        strip.name = live.RANDOM_WEIGHTS_STRIP  # (its version stays in the record and the strip's tag)
+    rec.strip, rec.imported = strip.name, True
+    names = {s.name for s in vse.our_strips(scene)}
+    for other in jobs.records(scene):
+        if other.strip and other.strip not in names:
+            other.strip = ""  # replaced by this version's strip
     movie = ""
     if scene.neurender.make_movie:
-        try:
-            movie = " and " + vse.write_movie(scene, out_dir, frames, os.path.join(out_dir, MOVIE_NAME))
-        except (contract.ContractError, RuntimeError) as exc:
-            set_message("", f"The movie could not be written: {exc}")
-            return
-    set_message(f"Done: {len(strip.elements)} frames on VSE channel {strip.channel} ({out_dir}){movie}"
-                + live.result_note(job))
+        movie = " and " + vse.write_movie(scene, out_dir, frames, os.path.join(out_dir, MOVIE_NAME))
+    return f"Done: {len(strip.elements)} frames on VSE channel {strip.channel} ({out_dir}){movie}"
 
 
-def cancel_job() -> bool:
-    """Ask the backend to stop the watched job at its next step; False when no job is running."""
+def cancel_job(job_id: str = "") -> bool:
+    """Ask the backend to stop ``job_id`` (default: the panel's current job) at its next step; False when it is not
+    running."""
     status = _status()
-    job_id = status.job_id if status is not None else ""
-    if not job_id or (status.job_state in contract.JOB_FINAL_STATES):
+    if not job_id:
+        job_id = status.job_id if status is not None else ""
+        if not job_id or (status.job_state in contract.JOB_FINAL_STATES):
+            return False
+    found = jobs.find(job_id=job_id)
+    if found is not None and not found[1].active:
         return False
     try:
-        c = make_client()
+        c = _client_for(found[1]) if found is not None else make_client()
     except client.BackendError as exc:
-        _job_update(None, exc)
+        _job_update(job_id, None, exc)
         return False
 
     def work():
         return c.cancel(job_id)
 
     set_message("Cancelling...")
-    state().worker.submit(work, lambda job, err: _job_update(job, err) if err is not None else None)
+    state().worker.submit(work, lambda job, err: _job_update(job_id, job, err))
     return True
+
+
+def _client_for(rec) -> client.Client:
+    """A client for the backend the record's job went to (the local backend: once it runs again)."""
+    prefs = preferences.get()
+    if rec.local_backend:
+        st = state()
+        if not st.local.running:
+            raise client.BackendError("The local backend is not running; press Connect to start it.",
+                                      client.UNREACHABLE)
+        return client.Client(st.local.url, prefs.token)
+    return client.Client(rec.backend_url or prefs.backend_url, prefs.token)
+
+
+def reattach_all() -> int:
+    """Follow again every record of the open file whose job may still run, and import finished ones not imported
+    yet (after a file load, a restart, re-enabling the extension, Connect). Returns how many are followed."""
+    st = state()
+    followed = 0
+    for _scene, rec in jobs.all_records():
+        if not rec.job_id and rec.key in st.known:
+            rec.job_id = st.known[rec.key]  # an undo or reload lost the id that arrived after the last save
+        if not rec.job_id:
+            if rec.active and rec.key not in st.session_keys:
+                rec.state, rec.message = jobs.ERROR, "Blender closed before this render reached the backend"
+            continue
+        wanted = rec.active or (rec.state == contract.JOB_DONE and not rec.imported)
+        if not wanted or rec.job_id in st.watchers:
+            continue
+        try:
+            c = _client_for(rec)
+        except client.BackendError as exc:
+            rec.message = str(exc)
+            continue
+        log.info("reattaching to job %s (%s)", rec.job_id, rec.label)
+        _watch(rec.job_id, c, rec.upload, rec.abs_out_dir, blocking=False, once=st.worker.blocking)
+        followed += 1
+    return followed
 
 
 def free_vram() -> None:

@@ -1,7 +1,10 @@
 """Neural frames back into Blender: an image-sequence strip in the VSE on a free channel.
 
-The strip starts at the first rendered frame number, so it lines up with the scene's frame range. Our strip is
-tagged with a custom property; re-running replaces only that strip, never the artist's other strips.
+The strip starts at the first rendered frame number, so it lines up with the scene's frame range. Our strips are
+tagged with a custom property holding the render's version; a newer animation render replaces the strip of older
+versions (on the same channel), never the artist's other strips. A single-frame render never touches the sequencer:
+it becomes an image (``load_frame_image``), shown in an open Image Editor. Folders are stored relative to the
+.blend (``//``) where they lie under it, so a moved project still finds its frames.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import os
 
 import bpy
 
-from . import compat
+from . import compat, pass_export
 from . import neurender_contract as contract
 
 log = logging.getLogger(__name__)
@@ -60,13 +63,14 @@ def _held_names(frames: list[int]) -> list[str]:
     return names
 
 
-def place_result(scene, folder: str, frames: list[int] | None = None):
-    """Add (or replace) the neurender image strip for the frames in ``folder``; returns the strip."""
+def place_result(scene, folder: str, frames: list[int] | None = None, version: int | None = None):
+    """Add the neurender image strip of ``version`` for the frames in ``folder``, replacing our strips of that and
+    older versions (all of ours when ``version`` is None); returns the strip."""
     frames = sorted(frames if frames is not None else result_frames(folder))
     if not frames:
         raise contract.ContractError(f"no neural frames (frame_NNNN.png) found in {folder}")
     se = scene.sequence_editor or scene.sequence_editor_create()
-    old = our_strips(scene)
+    old = [s for s in our_strips(scene) if version is None or _version_of(s) <= version]
     keep = old[0].channel if old else None
     for s in old:
         compat.strips(se).remove(s)
@@ -74,17 +78,50 @@ def place_result(scene, folder: str, frames: list[int] | None = None):
             if s.frame_final_start <= frames[-1] and s.frame_final_end > frames[0]}
     channel = keep if keep is not None and keep not in busy else free_channel(scene, frames[0], frames[-1])
     first = os.path.join(folder, contract.FRAME_FILE_PATTERN.format(frame=frames[0]))
+    name = f"{STRIP_NAME} v{version:03d}" if version else STRIP_NAME
     # FILL: frames a few pixels smaller than the render (multiples of 8, Fit within) still cover the whole canvas
-    strip = compat.strips(se).new_image(name=STRIP_NAME, filepath=first, channel=channel, frame_start=frames[0],
+    strip = compat.strips(se).new_image(name=name, filepath=first, channel=channel, frame_start=frames[0],
                                         fit_method="FILL")
+    _relative_directory(strip, folder)
     expected = list(range(frames[0], frames[-1] + 1))
     if frames != expected:
         log.warning("neural frames %s are not contiguous; missing frames hold the previous image", frames)
     for name in _held_names(frames)[1:]:
         strip.elements.append(name)
-    strip[TAG] = True
+    strip[TAG] = version or 1
     log.info("neurender strip on channel %d, frames %d-%d", channel, frames[0], frames[-1])
     return strip
+
+
+def _version_of(strip) -> int:
+    try:
+        return int(strip.get(TAG) or 0)
+    except (TypeError, ValueError):
+        return 1
+
+
+def _relative_directory(strip, folder: str) -> None:
+    rel = pass_export.to_blend_path(folder)
+    if rel.startswith("//"):
+        strip.directory = rel.rstrip("/") + "/"
+
+
+def load_frame_image(path: str, name: str):
+    """A single neural frame as an image datablock (never a strip), shown in an open Image Editor; returns it."""
+    img = bpy.data.images.load(path, check_existing=False)
+    img.name = name
+    img.use_fake_user = True  # kept in the .blend although no editor shows it
+    rel = pass_export.to_blend_path(path)
+    if rel.startswith("//"):
+        img.filepath = rel
+    wm = bpy.context.window_manager
+    for window in (wm.windows if wm is not None else ()):
+        for area in window.screen.areas:
+            if area.type == "IMAGE_EDITOR":
+                area.spaces.active.image = img
+                area.tag_redraw()
+                return img
+    return img
 
 
 def write_movie(scene, folder: str, frames: list[int], path: str) -> str:

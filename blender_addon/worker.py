@@ -79,11 +79,15 @@ class JobWatcher:
     ``on_update(job, error)`` runs on the main thread for each snapshot. ``stop()`` ends the polling.
     """
 
-    def __init__(self, worker: Worker, fetch: Callable[[], dict], on_update: Callback, interval: float = 0.5):
+    def __init__(self, worker: Worker, fetch: Callable[[], dict], on_update: Callback, interval: float = 0.5,
+                 keep_trying: bool = False):
         self.worker = worker
         self.fetch = fetch
         self.on_update = on_update
         self.interval = interval
+        self.keep_trying = keep_trying
+        """After 5 failed polls the error is posted once; with ``keep_trying`` polling goes on (every 5 s at most)
+        so a backend that restarts is followed again, except when it answers that the job does not exist (404)."""
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
@@ -104,10 +108,11 @@ class JobWatcher:
                 failures = 0
             except BaseException as exc:  # noqa: BLE001
                 failures += 1
-                if failures >= 5 and not self._stop.is_set():  # the backend went away: report once and stop
+                if failures == 5 and not self._stop.is_set():  # the backend went away: report once
                     self.worker.results.put((self.on_update, None, exc))
-                    return
-                self._stop.wait(self.interval)
+                    if not self.keep_trying or getattr(exc, "status", 0) == 404:
+                        return
+                self._stop.wait(self.interval if failures < 5 else min(5.0, self.interval * (failures - 3)))
                 continue
             if self._stop.is_set():  # stopped during the fetch: this snapshot belongs to a job no longer watched
                 return

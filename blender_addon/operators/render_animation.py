@@ -3,17 +3,18 @@ them; the render hook setting is never changed."""
 
 import bpy
 
-from .. import advice, handlers, pass_export, pass_job, preferences, preflight, session
+from .. import advice, handlers, jobs, pass_job, preferences, preflight, session
 from .watch import start_watch
 
 
 def render_and_submit(scene, frame_start: int, frame_end: int) -> None:
     """After the pre-flight (main thread): the passes of the range (a render job in the UI, Esc cancels), then the
     job."""
+    key = jobs.new(scene, frame_start, frame_end)  # its own versioned pass and frame folders
     with handlers.suspended():
-        pass_job.render_then(scene, frame_start, frame_end, pass_export.pass_dir(scene),
-                             lambda s, _manifest: session.submit_job(s, frame_start, frame_end),
-                             f"The passes of frames {frame_start}-{frame_end}")
+        pass_job.render_then(scene, frame_start, frame_end, jobs.find(key=key)[1].abs_pass_dir,
+                             lambda s, _manifest: session.submit_job(s, frame_start, frame_end, key=key),
+                             f"The passes of frames {frame_start}-{frame_end}", key=key)
 
 
 class NEURENDER_OT_render_animation(bpy.types.Operator):

@@ -2,15 +2,17 @@
 
 import bpy
 
-from .. import advice, handlers, pass_export, pass_job, preferences, preflight, session
+from .. import advice, handlers, jobs, pass_job, preferences, preflight, session
 from .watch import start_watch
 
 
 def render_and_submit(scene, frame: int) -> None:
     """After the pre-flight (main thread): the frame's passes (a render job in the UI, Esc cancels), then the job."""
+    key = jobs.new(scene, frame, frame, kind=jobs.KIND_FRAME)  # its own version: never the animation's files or strip
     with handlers.suspended():
-        pass_job.render_then(scene, frame, frame, pass_export.pass_dir(scene),
-                             lambda s, _manifest: session.submit_job(s, frame, frame), f"The passes of frame {frame}")
+        pass_job.render_then(scene, frame, frame, jobs.find(key=key)[1].abs_pass_dir,
+                             lambda s, _manifest: session.submit_job(s, frame, frame, key=key),
+                             f"The passes of frame {frame}", key=key)
 
 
 class NEURENDER_OT_render_frame(bpy.types.Operator):

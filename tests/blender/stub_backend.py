@@ -50,6 +50,7 @@ class StubBackend:
         self.cancel: dict[str, threading.Event] = {}
         self.requests: list[tuple[str, str]] = []
         self.lock = threading.Lock()
+        self.run_lock = threading.Lock()  # one job renders at a time, later ones wait queued (as neurender serve)
         self.server: ThreadingHTTPServer | None = None
 
     # -- job execution ---------------------------------------------------------------------------------
@@ -59,6 +60,14 @@ class StubBackend:
         if settings.frames:
             a, b = contract.parse_frame_range(settings.frames)
             frames = [f for f in frames if a <= f <= b]
+        with self.run_lock:
+            if self.cancel[job_id].is_set():
+                with self.lock:
+                    job["state"] = contract.JOB_CANCELLED
+                return
+            self._render(job_id, job, frames, manifest, settings)
+
+    def _render(self, job_id, job, frames, manifest, settings) -> None:
         os.makedirs(job["out_dir"], exist_ok=True)
         if self.lockstep:
             return self._run_lockstep(job_id, manifest, settings, frames)
@@ -148,12 +157,19 @@ class StubBackend:
         for unit in settings.controlnets:
             if not os.path.exists(unit.model):
                 return 400, {"detail": f"controlnet model {unit.model} not found", "error_kind": "model_missing"}
+        out_dir = body.get("out_dir") or os.path.join(pass_dir, "out")
+        with self.lock:
+            busy = [j["id"] for j in self.jobs.values() if j["state"] in (contract.JOB_QUEUED, contract.JOB_RUNNING)
+                    and os.path.normpath(j["out_dir"]) == os.path.normpath(out_dir)]
+        if busy:  # as neurender serve: an output folder is written by one job at a time
+            return 409, {"detail": f"out_dir {out_dir} is in use by job {busy[0]}; cancel it or choose another",
+                         "error_kind": "busy"}
         job_id = uuid.uuid4().hex[:12]
         now = time.time()
         progress = dict(contract.Progress().to_dict(), phase="queued")
         job = {"id": job_id, "state": contract.JOB_QUEUED, "progress": progress, "error": None, "error_kind": None,
                "created": now, "updated": now, "frames_done": [], "frame_start": manifest.frame_start,
-               "frame_end": manifest.frame_end, "out_dir": body.get("out_dir") or os.path.join(pass_dir, "out"),
+               "frame_end": manifest.frame_end, "out_dir": out_dir,
                "settings": settings.to_dict()}
         self.jobs[job_id] = job
         self.cancel[job_id] = threading.Event()

@@ -20,13 +20,19 @@ def test_hook_renders_submits_waits_and_places_strip(run_scenario, stub):
     assert jobs[0]["settings"]["prompt"] == "a tin robot" and jobs[0]["settings"]["steps"] == 3
     assert jobs[0]["settings"]["frames"] == "1-4" and jobs[1]["settings"]["frames"] == "2-4"
     out_dir = r["status"]["out_dir"]
-    manifest = json.load(open(os.path.join(os.path.dirname(out_dir), "passes", "manifest.json")))
-    assert [f["frame"] for f in manifest["frames"]] == [2, 3, 4]  # rewritten by the second render
+    root = os.path.dirname(os.path.dirname(out_dir))
+    # every render has its own versioned folders: the second render never rewrote the first one's
+    assert out_dir == os.path.join(root, "frames", "v001") and r["second_out"] == os.path.join(root, "frames", "v002")
+    first_manifest = json.load(open(os.path.join(root, "passes", "v001", "manifest.json")))
+    manifest = json.load(open(os.path.join(root, "passes", "v002", "manifest.json")))
+    assert [f["frame"] for f in first_manifest["frames"]] == [1, 2, 3, 4]
+    assert [f["frame"] for f in manifest["frames"]] == [2, 3, 4]
+    assert jobs[0]["out_dir"] == out_dir and jobs[1]["out_dir"] == r["second_out"]
     # the second render wrote real passes although our strip was in the VSE by then (sequencer is off)
     import sys
     sys.path.insert(0, os.path.dirname(__file__))
     from exr_io import channels
-    ch = channels(os.path.join(os.path.dirname(out_dir), "passes", "passes_0003.exr"))
+    ch = channels(os.path.join(root, "passes", "v002", "passes_0003.exr"))
     assert "ViewLayer.Depth.Z" in ch and "ViewLayer.Vector.X" in ch
 
     artist = [s for s in r["first"] if not s["ours"]]
@@ -37,7 +43,7 @@ def test_hook_renders_submits_waits_and_places_strip(run_scenario, stub):
     assert (s["start"], s["end"]) == (1, 5)  # frame_final_end is exclusive
     assert s["elements"] == [f"frame_{f:04d}.png" for f in range(1, 5)]
     assert os.path.normpath(s["directory"]) == os.path.normpath(out_dir)
-    for f in range(1, 5):
+    for f in range(1, 5):  # the first version's frames stay
         assert os.path.isfile(os.path.join(out_dir, f"frame_{f:04d}.png"))
 
     # re-run: exactly one neurender strip, on the same channel, now 2-4; the artist's strip untouched
@@ -49,7 +55,7 @@ def test_hook_renders_submits_waits_and_places_strip(run_scenario, stub):
     # a missing frame holds the previous image, so the strip keeps the frame numbering
     assert r["gap"] == ["frame_0002.png", "frame_0002.png", "frame_0004.png"]
     # the second run also wrote the optional movie (temporary encoding scene removed again)
-    movie = os.path.join(out_dir, "neurender.mp4")
+    movie = os.path.join(r["second_out"], "neurender.mp4")
     assert os.path.getsize(movie) > 1000
     with open(movie, "rb") as fh:
         assert fh.read(12)[4:8] == b"ftyp"  # an MP4 container

@@ -40,7 +40,9 @@ def test_demo_end_to_end_with_real_backend(tmp_path):
             head = fh.read(24)
         assert head[:8] == b"\x89PNG\r\n\x1a\n"
         assert struct.unpack(">II", head[16:24]) == (128, 96)  # the pass folder's resolution (multiple of 8)
-    manifest = json.load(open(os.path.join(str(out), "shot", "passes", "manifest.json")))
+    version = os.path.basename(r["out_dir"])  # frames/v001 <-> passes/v001
+    assert version == "v001" and os.path.dirname(os.path.dirname(r["out_dir"])) == os.path.join(str(out), "shot")
+    manifest = json.load(open(os.path.join(str(out), "shot", "passes", version, "manifest.json")))
     assert [e["frame"] for e in manifest["frames"]] == [1, 2, 3]
     assert os.path.isfile(r["blend"])
     # what the artist saw from the real backend: its random-weights flag (the tiny model is random) on the result,

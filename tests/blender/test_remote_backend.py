@@ -207,7 +207,7 @@ def test_blender_uploads_and_builds_the_strip_from_downloaded_frames(run_scenari
     assert "refused the access token" in r["wrong_token"]["error"], r["wrong_token"]
     ok = r["ok"]
     assert ok["result"] == ["FINISHED"] and ok["state"] == "done" and ok["error"] == "", ok
-    frames_dir = out / "frames"
+    frames_dir = out / "frames" / "v002"  # v001 is the render refused for the wrong token
     assert os.path.normpath(ok["out_dir"]) == os.path.normpath(str(frames_dir))
     ours = [s for s in r["strips"] if s["ours"]]
     assert len(ours) == 1 and (ours[0]["start"], ours[0]["end"]) == (1, 5)
@@ -219,10 +219,10 @@ def test_blender_uploads_and_builds_the_strip_from_downloaded_frames(run_scenari
         name = f"frame_{f:04d}.png"
         assert _sha(frames_dir / name) == _sha(job_dir / "frames" / name)
     # the server rendered from the uploaded copy of Blender's pass folder
-    local_manifest = json.loads((out / "passes" / "manifest.json").read_text())
+    local_manifest = json.loads((out / "passes" / "v002" / "manifest.json").read_text())
     assert json.loads((job_dir / "passes" / "manifest.json").read_text()) == local_manifest
     for entry in local_manifest["frames"]:
-        assert _sha(job_dir / "passes" / entry["file"]) == _sha(out / "passes" / entry["file"])
+        assert _sha(job_dir / "passes" / entry["file"]) == _sha(out / "passes" / "v002" / entry["file"])
     assert not [n for n in r["root_listing"] if "upload" in n]  # the temporary zip is gone
 
     msgs = r["messages"]
@@ -240,5 +240,6 @@ def test_blender_uploads_and_builds_the_strip_from_downloaded_frames(run_scenari
     assert ui["threads"]["frame"] == [True] * 4, ui["threads"]  # a new job: all four frames fetched again
     assert ui["max_pump_s"] < 0.5, ui["max_pump_s"]
     assert any(m.startswith("Done: 4 frames on VSE channel 1") for m in ui["messages"]), ui["messages"]
-    ledger = json.loads((frames_dir / remote.LEDGER_NAME).read_text())
+    assert os.path.normpath(ui["out_dir"]) == os.path.normpath(str(out / "frames" / "v003"))
+    ledger = json.loads((out / "frames" / "v003" / remote.LEDGER_NAME).read_text())
     assert ledger == {"job": ui["job_id"], "frames": [1, 2, 3, 4]}

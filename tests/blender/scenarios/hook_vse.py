@@ -54,13 +54,14 @@ scene.frame_start = 2
 shot.make_movie = True
 bpy.ops.render.render(animation=True)
 second = strips()
+second_out = status.out_dir
 gap = [e.filename for e in mod.vse.place_result(scene, status.out_dir, [4, 2]).elements]  # frame 3 missing
 shot.render_hook = False
-common.finish({"gap": gap, "scenes": [s.name for s in bpy.data.scenes], "first": first, "second": second, "status": first_status, "messages": messages,
+common.finish({"second_out": second_out, "gap": gap, "scenes": [s.name for s in bpy.data.scenes], "first": first, "second": second, "status": first_status, "messages": messages,
                "configured": configured, "restored_filepath": scene.render.filepath, "own_output": own_output,
                "restored_format": scene.render.image_settings.file_format,
                "restored_use_sequencer": scene.render.use_sequencer, "own_format": own_format,
                "still_jobs": still_jobs, "motion_blur": scene.render.use_motion_blur,
                "layer_passes_before": layer_passes,
                "layer_passes_after": (scene.view_layers[0].use_pass_z, scene.view_layers[0].use_pass_vector), "passes_on_disk": sorted(
-                   __import__("os").listdir(mod.pass_export.pass_dir(scene)))})
+                   __import__("os").listdir(mod.pass_export.pass_dir(scene, 2)))})

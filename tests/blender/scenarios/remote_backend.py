@@ -69,7 +69,9 @@ mod.client.Client.frame_png = spy("frame", mod.client.Client.frame_png)
 st = mod.session.state()
 st.worker = mod.worker.Worker(blocking=False)
 messages.clear()
-mod.session.submit_job(scene, 1, 4)
+key = mod.jobs.new(scene, 1, 4)  # its own version, as the operator does
+mod.pass_export.export_passes(scene, 1, 4, folder=mod.jobs.find(key=key)[1].abs_pass_dir)
+mod.session.submit_job(scene, 1, 4, key=key)
 submit_returned_state = status.job_state
 pumps, deadline = [], time.monotonic() + 60
 while status.job_state not in ("done", "failed", "cancelled") and time.monotonic() < deadline:
@@ -79,7 +81,7 @@ while status.job_state not in ("done", "failed", "cancelled") and time.monotonic
     time.sleep(0.05)
 out["ui"] = {"state": status.job_state, "error": status.error, "job_id": status.job_id,
              "submit_returned_state": submit_returned_state, "threads": threads, "max_pump_s": max(pumps),
-             "messages": list(messages)}
+             "messages": list(messages), "out_dir": status.out_dir}
 out["pass_dir"] = mod.pass_export.pass_dir(scene)
-out["root_listing"] = sorted(os.listdir(mod.pass_export.output_root(scene)))
+out["root_listing"] = sorted(os.listdir(mod.pass_export.output_root(scene)) + os.listdir(out["pass_dir"]))
 common.finish(out)
