@@ -2,9 +2,10 @@
 
 import bpy
 
-from . import handlers, jobs, operators, panels, preferences, properties, session
+from . import handlers, jobs, jobs_panel, operators, panels, preferences, properties, session
 
-_classes = (*preferences.classes, *properties.classes, *jobs.classes, *operators.classes, *panels.classes)
+_classes = (*preferences.classes, *properties.classes, *jobs.classes, *operators.classes, *panels.classes,
+            *jobs_panel.classes)
 
 
 def register():

@@ -141,11 +141,9 @@ def on_save_pre(filepath="", *_args) -> None:
 
 
 def reattach_soon() -> None:
-    """On register: reattach now where the file's data can be read, else from a one-shot timer (start-up)."""
-    try:
-        session.reattach_all()
-    except AttributeError:  # bpy.data is restricted while add-ons register at start-up
-        bpy.app.timers.register(lambda: session.reattach_all() and None, first_interval=0.5)
+    """On register: reattach at the session's next pump (the timer), where the file's data can be read (it is
+    restricted while add-ons register)."""
+    session.state().reattach_pending = True
 
 
 _HANDLERS = (

@@ -41,6 +41,8 @@ class _State:
         self.known: dict[str, str] = {}
         """Record key -> backend job id of every job submitted in this session (refills an id an undo took)."""
         self.session_keys: set[str] = set()
+        self.reattach_pending = False
+        """Set on register: the next ``pump`` runs ``reattach_all`` (bpy.data is restricted during register)."""
         self.last_job: dict = {}
 
 
@@ -670,6 +672,9 @@ def pump() -> Optional[float]:
     if st is None:
         return TIMER_INTERVAL
     try:
+        if st.reattach_pending:
+            st.reattach_pending = False
+            reattach_all()
         st.worker.drain()
         code = st.local.poll()
         if code is not None and not st.local.exit_reported:

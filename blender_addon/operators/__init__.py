@@ -4,6 +4,7 @@ from .cancel import NEURENDER_OT_cancel
 from .connect import NEURENDER_OT_connect
 from .control_units import NEURENDER_OT_control_add, NEURENDER_OT_control_remove
 from .free_vram import NEURENDER_OT_free_vram
+from .jobs import NEURENDER_OT_job_cancel, NEURENDER_OT_job_import, NEURENDER_OT_job_open_folder
 from .looks_ops import NEURENDER_OT_look_apply, NEURENDER_OT_look_save
 from .loras import NEURENDER_OT_lora_add, NEURENDER_OT_lora_remove
 from .messages_ops import NEURENDER_OT_copy_message, NEURENDER_OT_open_log
@@ -35,4 +36,7 @@ classes = (
     NEURENDER_OT_look_apply,
     NEURENDER_OT_show_preview,
     NEURENDER_OT_show_controls,
+    NEURENDER_OT_job_cancel,
+    NEURENDER_OT_job_import,
+    NEURENDER_OT_job_open_folder,
 )

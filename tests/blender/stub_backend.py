@@ -253,6 +253,11 @@ class StubBackend:
                 if self.path == contract.ROUTE_FREE:
                     stub.freed += 1
                     return self._send(200, {"freed": True})
+                if self.path.startswith("/_pause?seconds="):  # tests: the backend goes away and comes back
+                    seconds = float(self.path.split("=", 1)[1])
+                    self._send(200, {"paused": seconds})
+                    threading.Thread(target=stub.pause, args=(seconds,), daemon=True).start()
+                    return None
                 return self._send(404, {"detail": "no such route", "error_kind": "not_found"})
 
             def do_DELETE(self):
@@ -276,6 +281,14 @@ class StubBackend:
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def pause(self, seconds: float) -> None:
+        """Stop listening for ``seconds`` (connections are refused), then listen on the same port again; jobs go on
+        meanwhile, as a restarted ``neurender serve`` resumes them from its durable store."""
+        port = self.server.server_address[1]
+        self.stop()
+        time.sleep(seconds)
+        self.start(port)
 
     def stop(self) -> None:
         if self.server is not None:
