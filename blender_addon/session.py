@@ -15,7 +15,8 @@ from typing import Optional
 
 import bpy
 
-from . import backend_process, client, jobs, pass_export, preferences, properties, remote, vse, worker
+from . import (advice, backend_process, client, jobs, live, messages, pass_export, preferences, properties, remote,
+               vse, worker)
 from . import neurender_contract as contract
 
 log = logging.getLogger(__name__)
@@ -153,9 +154,7 @@ def connect(on_done=None) -> None:
 
     def work():
         if local is not None and not local.wait_ready(120.0):
-            raise client.BackendError(
-                f"The local backend stopped while starting; see {local.log_path}: {local.log_tail(3)}",
-                client.UNREACHABLE)
+            raise client.error(messages.LOCAL_BACKEND, f"it stopped while starting: {local.log_tail(3)}")
         return client.Client(local.url if local else url, token).check_version(force=force)
 
     set_message("Connecting to the neurender backend...")

@@ -19,7 +19,7 @@ def test_second_render_is_queued_and_the_first_is_kept(run_scenario, stub):
     # the first job was followed to its end and imported (its strip, then replaced by the newer version's)
     assert first["state"] == "done" and first["imported"]
     assert any(m.startswith("Done: 3 frames") and m.endswith("v001)") for m in p1["messages"]), p1["messages"]
-    assert p1["strips"] == [["neurender v002", 1, 4]]
+    assert p1["strips"] == [["v002", 1, 4]]
     for rec in (first, second):
         assert sorted(os.listdir(rec["out_dir"])) == [f"frame_{f:04d}.png" for f in (1, 2, 3)]
     jobs = list(stub.jobs.values())  # the backend queued the second job behind the first (no 409)
@@ -31,5 +31,5 @@ def test_second_render_is_queued_and_the_first_is_kept(run_scenario, stub):
     assert r["part2_done"], r["part2"]
     third, fourth = r["part2"]["records"][2:]
     assert third["state"] == "cancelled" and fourth["state"] == "done" and fourth["image"] == "neurender frame 2 v004"
-    assert r["part2"]["strips"] == [["neurender v002", 1, 4]]  # the cancelled job and the frame leave the strip alone
+    assert r["part2"]["strips"] == [["v002", 1, 4]]  # the cancelled job and the frame leave the strip alone
     assert len(os.listdir(third["out_dir"])) < 3

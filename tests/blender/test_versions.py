@@ -33,6 +33,7 @@ def test_single_frame_never_replaces_the_animation_and_paths_are_relative(run_sc
     assert recs[0]["out_dir"] == "//neurender/frames/v001" and recs[0]["pass_dir"] == "//neurender/passes/v001"
     assert recs[1]["out_dir"] == "//neurender/frames/v002" and recs[1]["image"] == images[0]["name"]
     assert recs[0]["strip"] == ours[0]["name"] and ours[0]["directory"] == "//neurender/frames/v001/"
+    assert ours[0]["version"] == 1
     assert all(x["job_id"] for x in recs) and len(stub.jobs) == 2
 
     moved = r["moved"]  # the project folder moved: the records and the strip resolve to the new place

@@ -54,7 +54,7 @@ def records():
 
 def ours():
     se = bpy.context.scene.sequence_editor
-    return sorted((s.name, s.frame_final_start, s.frame_final_end, len(s.elements))
+    return sorted((f"v{int(s.get('neurender')):03d}", s.frame_final_start, s.frame_final_end, len(s.elements))
                   for s in (m().compat.all_strips(se) if se else ()) if s.get("neurender"))
 
 

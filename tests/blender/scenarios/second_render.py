@@ -55,7 +55,7 @@ def records():
 
 def ours():
     se = scene.sequence_editor
-    return sorted((s.name, s.frame_final_start, s.frame_final_end)
+    return sorted((f"v{int(s.get('neurender')):03d}", s.frame_final_start, s.frame_final_end)
                   for s in (mod.compat.all_strips(se) if se else ()) if s.get("neurender"))
 
 

@@ -42,7 +42,8 @@ def tree(folder):
 def strips():
     se = scene.sequence_editor
     return [{"name": s.name, "channel": s.channel, "start": s.frame_final_start, "end": s.frame_final_end,
-             "elements": [e.filename for e in s.elements], "directory": s.directory, "ours": bool(s.get("neurender"))}
+             "elements": [e.filename for e in s.elements], "directory": s.directory, "ours": bool(s.get("neurender")),
+             "version": int(s.get("neurender") or 0)}
             for s in compat.all_strips(se)] if se else []
 
 
