@@ -22,7 +22,7 @@ class NEURENDER_OT_job_cancel(bpy.types.Operator):
     bl_description = "Stop this neural render at its next step (finished frames are kept)"
     bl_options = {"INTERNAL"}
 
-    key: StringProperty()
+    key: StringProperty(description="Local id of the job record (jobs.py)")
 
     def execute(self, context):
         found = _record(self)
@@ -42,7 +42,7 @@ class NEURENDER_OT_job_import(bpy.types.Operator):
                       "(replacing older versions' strips), the image of a single frame")
     bl_options = {"INTERNAL"}
 
-    key: StringProperty()
+    key: StringProperty(description="Local id of the job record (jobs.py)")
 
     def execute(self, context):
         found = _record(self)
@@ -65,7 +65,7 @@ class NEURENDER_OT_job_open_folder(bpy.types.Operator):
     bl_description = "Open the folder of this render's neural frames"
     bl_options = {"INTERNAL"}
 
-    key: StringProperty()
+    key: StringProperty(description="Local id of the job record (jobs.py)")
 
     def execute(self, context):
         found = _record(self)
