@@ -20,7 +20,8 @@ import os
 import bpy
 
 FRAME_START, FRAME_END = 11, 14
-SKIP = {"rna_type", "neurender", "frame_current_final", "frame_float", "frame_subframe", "is_evaluated",
+SKIP = {"rna_type", "neurender", "neurender_jobs", "neurender_jobs_index",  # neurender's own settings and job records
+        "frame_current_final", "frame_float", "frame_subframe", "is_evaluated",
         "original", "depsgraph", "users", "session_uid", "is_dirty", "tag", "is_runtime_data", "bl_rna",
         "is_editmode", "mode", "select", "select_left_handle", "select_right_handle", "select_control_point",
         "is_missing", "is_embedded_data", "preview", "name_full", "use_extra_user", "is_library_indirect",
