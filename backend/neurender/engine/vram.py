@@ -8,7 +8,9 @@ its batch is the window size: the function then only tells whether that fits).
 The estimate is a model of SD1.5's memory, not a measurement: no GPU has run this code yet (none was lent), so its
 constants come from public SD1.5 numbers (float16 at 512x512 with CFG: ~2.1 GB of weights, ~0.4 GB of UNet
 activations per model sample with SDPA's memory-efficient kernels, ~0.7 GB for a VAE decode of one frame) and
-are meant to be corrected from ``scripts/gpu_check.sh``'s peak-VRAM column. Per model call of ``b`` frames:
+are meant to be corrected from ``scripts/gpu_check.sh``'s peak-VRAM column. The one check possible here: for one
+512x512 frame with CFG in float32 on the CPU it gives 7.7 GiB, where the SD1.5-size model was measured at ~7 GiB
+peak RSS (a random-weight SD1.5-size render on 2 CPU cores). Per model call of ``b`` frames:
 
     weights                                  all models, or only the UNet + ControlNets with CPU offload
   + UNet activations   cfg * b * tokens * ACTIVATION_ELEMENTS_PER_TOKEN * (1 + CONTROLNET_SHARE * units) * bytes
