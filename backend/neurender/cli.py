@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="report torch/CUDA and check model paths")
     doctor.add_argument("--model", action="append", help="a model path to check (repeatable)")
     doctor.add_argument("--json", action="store_true")
-    doctor.add_argument("--vram-budget", dest="vram_budget", type=float, default=0.0, metavar="GIB",
+    doctor.add_argument("--vram-budget", dest="vram_budget", type=_budget_gib, default=0.0, metavar="GIB",
                         help="report the batch sizes for this much memory instead of the free VRAM/RAM")
     doctor.set_defaults(func=cmd_doctor)
 
@@ -324,6 +324,18 @@ def _optional_commands():
             if exc.name is None or not name.startswith(exc.name):
                 raise  # a missing dependency inside an existing module is a real error
     return modules
+
+
+def _budget_gib(text: str) -> float:
+    """``doctor --vram-budget``: GiB within the contract's 0..4096 (RenderSettings.vram_budget's rule)."""
+    from neurender.contract import RenderSettings
+
+    try:
+        value = float(text)
+        RenderSettings(vram_budget=value).check()
+    except (ValueError, ContractError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GiB within 0..4096") from None
+    return value
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

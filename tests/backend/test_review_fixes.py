@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from neurender.server.app import create_app
 from neurender.server.config import ServerConfig
@@ -51,3 +52,16 @@ def test_the_worker_survives_a_database_error_while_recording_a_result(tmp_path,
     assert first["state"] == "failed" and "database or disk is full" in first["error"], first
     assert first["error_kind"] == "internal"
     assert second["state"] == "done", second
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-5", "5000"])
+def test_doctor_refuses_a_vram_budget_it_cannot_use(value, capsys):
+    """`neurender doctor --vram-budget inf` ended in an OverflowError traceback; nan / -5 were silently taken as
+    'the free memory'. Now exit 2 with one line, like the render's --vram-budget (the contract's 0..4096 GiB)."""
+    from neurender.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["doctor", "--vram-budget", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--vram-budget" in err and "Traceback" not in err
