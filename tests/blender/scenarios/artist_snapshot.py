@@ -1,6 +1,7 @@
 """Scenario: an artist's own scene (motion blur, own output path/format, production samples, own strip); F12, Ctrl+F12,
 the panel's Render Animation and Render This Frame mixed; a generic RNA snapshot of the scene before and after."""
 
+import importlib
 import sys
 
 import common
@@ -116,4 +117,47 @@ shot.steps, shot.scheduler, shot.guidance_scale, shot.deflicker_preset = 2, "dpm
 bpy.ops.render.render(animation=True)  # a second Ctrl+F12
 changes["second Ctrl+F12"] = diff(before, whole())
 shot.render_hook = False
-common.finish({"changes": changes, "hook_after_ops": hook_after_ops, "scenes": [s.name for s in bpy.data.scenes]})
+
+# the job actions (issue 10): import a finished job again, open its folder, cancel a running one from its Jobs row,
+# reattach (as after a file load), disable + re-enable the extension mid-job
+import time  # noqa: E402
+
+import addon_env  # noqa: E402
+import addon_utils  # noqa: E402
+
+first = scene.neurender_jobs[0]
+for name, kw in (("job_import", {"key": first.key}), ("job_open_folder", {"key": first.key})):
+    try:
+        getattr(bpy.ops.neurender, name)(**kw)
+    except RuntimeError as e:  # e.g. no file browser headless: a refusal is reported, not a change
+        changes.setdefault("refused", []).append(f"{name}: {e}")
+    changes[name] = diff(before, whole())
+mod.session.state().worker = mod.worker.Worker(blocking=False)  # the UI's threads, driven like its timer
+shot.steps = 150
+
+
+def pump_until(cond, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not cond():
+        mod.session.pump()
+        time.sleep(0.05)
+    return cond()
+
+
+bpy.ops.neurender.render_frame()
+running = pump_until(lambda: scene.neurender_jobs[-1].state == "running")
+mod.session.reattach_all()
+changes["reattach"] = diff(before, whole())
+addon_utils.disable(addon_env.MODULE, default_set=True)
+addon_utils.enable(addon_env.MODULE, default_set=True)
+mod = importlib.import_module(addon_env.MODULE)
+mod.preferences.get().backend_url = config["url"]
+mod.session.state().worker = mod.worker.Worker(blocking=False)
+mod.session.pump()  # the first pump after register reattaches
+changes["disable + enable"] = diff(before, whole())
+bpy.ops.neurender.job_cancel(key=scene.neurender_jobs[-1].key)
+cancelled = pump_until(lambda: scene.neurender_jobs[-1].state == "cancelled")
+changes["job_cancel"] = diff(before, whole())
+job_actions = {"running": running, "cancelled": cancelled, "records": len(scene.neurender_jobs),
+               "watchers": len(mod.session.state().watchers)}
+common.finish({"job_actions": job_actions, "changes": changes, "hook_after_ops": hook_after_ops, "scenes": [s.name for s in bpy.data.scenes]})
