@@ -9,7 +9,8 @@ img2img inversion, a reference image, anchors, ancestral and few-step schedulers
 run must record no fault, must have run the modules of its feature on the device, and give the frames the CPU run
 gives (checked for one of them; the others are the same arithmetic). ``test_the_trap_catches_a_planted_fault``
 shows a ``torch.randn`` without ``device=`` planted in the noise code, and a deflicker plan that forgets its
-device, failing it with the source line named.
+device, failing it with the source line named; ``test_the_trap_catches_a_checkpoint_restored_onto_the_cpu`` a resume
+whose scheduler state stays on the CPU.
 """
 
 from __future__ import annotations
@@ -227,6 +228,27 @@ def _plant_cpu_deflicker_plan(monkeypatch):
 
     monkeypatch.setattr(robust.PairGroup, "to", planted)
     return dict(deflicker_steps=[0], deflicker_space="latent"), "neurender/deflicker/"
+
+
+def test_the_trap_catches_a_checkpoint_restored_onto_the_cpu(base_pipe, passes, tmp_path, monkeypatch):
+    """Resume with the scheduler's saved state (DPM++ 2M's previous model outputs) left on the CPU, as a restore
+    without the device would leave it: recorded in the scheduler step of the resumed run."""
+    import neurender.engine.sampler as sampler_module
+
+    token = CancelToken()
+
+    def cancel_after_two(p):
+        if p.phase == "denoise" and p.step == 2:
+            token.cancel()
+
+    out = tmp_path / "acc"
+    faults, _, _ = _audited(base_pipe, passes, out, steps=4, cancel=token, progress=cancel_after_two)
+    assert faults == []
+    real = sampler_module.restore_scheduler
+    monkeypatch.setattr(sampler_module, "restore_scheduler", lambda s, state, device: real(s, state, "cpu"))
+    faults, _, _ = _audited(base_pipe, passes, out, steps=4, overwrite=False)
+    assert faults, "the scheduler state restored onto the CPU went unnoticed"
+    assert any("engine/sampler.py" in f and "scheduler.step" in f for f in faults), faults
 
 
 @pytest.mark.parametrize("plant", [_plant_cpu_noise, _plant_cpu_deflicker_plan], ids=["noise", "deflicker-plan"])
