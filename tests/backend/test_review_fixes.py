@@ -65,3 +65,41 @@ def test_doctor_refuses_a_vram_budget_it_cannot_use(value, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--vram-budget" in err and "Traceback" not in err
+
+
+def _lying_zip(folder: Path, size: int) -> bytes:
+    """A pass-folder zip plus ``size`` zeros whose zip headers (central directory and local) claim 10 bytes."""
+    import io
+    import struct
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for p in sorted(folder.iterdir()):
+            zf.write(p, f"shot/{p.name}")
+        zf.writestr("shot/big.bin", b"\0" * size)
+    data = bytearray(buf.getvalue())
+    name = b"shot/big.bin"
+    for magic, size_at, name_len_at, name_at in ((b"PK\x01\x02", 24, 28, 46), (b"PK\x03\x04", 22, 26, 30)):
+        i = data.find(magic)
+        while i != -1:
+            n = struct.unpack_from("<H", data, i + name_len_at)[0]
+            if bytes(data[i + name_at:i + name_at + n]) == name:
+                struct.pack_into("<I", data, i + size_at, 10)
+            i = data.find(magic, i + 4)
+    return bytes(data)
+
+
+def test_a_zip_that_lies_about_its_sizes_is_refused_and_leaves_nothing(tmp_path):
+    """The declared sizes pass the quota; the entry holds 64 MiB. zipfile reads no more than the declared size and the
+    CRC then fails: a 400 bad_upload, no job, no folder left (no test covered a lying zip before)."""
+    folder = write_fake_pass_folder(tmp_path / "shot", frames=2)
+    config = _config(tmp_path)
+    with LiveServer(create_app(config, runner=run_fake_render)) as server, \
+            httpx.Client(base_url=server.url, timeout=20) as client:
+        r = client.post("/jobs/upload", files={"file": ("p.zip", _lying_zip(folder, 64 * 1024**2))},
+                        data={"settings": "{}"})
+        assert r.status_code == 400 and r.json()["error_kind"] == "bad_upload", r.text
+        assert "big.bin" in r.json()["detail"]
+        assert client.get("/jobs").json()["jobs"] == []
+    assert list((tmp_path / "data" / "jobs").iterdir()) == []

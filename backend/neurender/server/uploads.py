@@ -3,7 +3,9 @@
 Refused: absolute names, drive letters, ``..`` components, backslashes, symlinks and other non-regular entries,
 names that are not valid UTF-8, a name component over 255 bytes, paths deeper than ``MAX_DEPTH`` folders, an entry
 that is both a file and a folder (``a`` and ``a/b``) or listed twice, more entries than allowed, and more uncompressed
-bytes than allowed (counted while extracting, so a zip that lies about its sizes is caught too). The byte quota of
+bytes than allowed (the declared sizes, checked before anything is written; a zip that lies about its sizes is
+refused too, because ``zipfile`` reads no more than an entry's declared size and then fails its CRC check - the
+bytes are also counted while extracting, as a second guard). The byte quota of
 one upload is a small multiple of what its manifest says the frames need (:func:`upload_quota`). Files are created
 exclusively inside a fresh directory; nothing is ever written outside it, and any file-system error while unpacking
 is the archive's fault (a 4xx), never a server error.
