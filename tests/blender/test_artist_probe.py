@@ -163,3 +163,28 @@ def test_cancel_mid_job_says_so_and_adds_nothing(run_scenario, slow_stub):
     assert not any(f.startswith("frames") and f.endswith(".png") and "frame_" in f for f in a["new_files"])
     assert r["strips"] == [] and r["cancel_enabled"] is False
     assert 0.05 < r["progress"] < 1.0  # the bar stops where the job stopped
+
+
+def test_a_second_shot_in_the_same_blend_never_replaces_the_first_shots_frames(run_scenario, stub):
+    """Finding (main before the versioned folders): two scenes of one .blend share the default Output
+    (//neurender/), so Render Animation in sh020 rewrote the frames that sh010's strip shows."""
+    r = _case(run_scenario, stub, "two_scenes")
+    assert r["sh020_strips"] == 1
+    assert r["sh010_strip_frames"] == [11, 14, 4]
+    assert r["sh010_shown_after"] == r["sh010_shown_before"], "sh010's strip now shows other frames"
+
+
+def test_save_mid_job_reload_second_render_and_cancel_on_the_artists_scene(run_scenario, slow_stub):
+    """The UI's threads (NEURENDER_THREADED): a render saved mid-job and the file opened again is followed to its end
+    and imported; a second and a third render while one runs are queued behind it, the running one is cancelled,
+    the other completes; the artist's scene and own strips are identical throughout (evaluated at its frame)."""
+    r = _case(run_scenario, slow_stub, "lifecycle")
+    assert r["started"] and r["reloaded_done"], r
+    assert r["after_reload"] == [] and r["after_second"] == []
+    assert r["strips_after_reload"] == [("neurender RANDOM WEIGHTS (noise)", 4)] or \
+        r["strips_after_reload"] == [["neurender RANDOM WEIGHTS (noise)", 4]]
+    assert r["first_cancel"] is True and r["both_final"] is True
+    states = [s for s, _imported, _v in r["final_records"]]
+    assert states == ["done", "cancelled", "done"], r["final_records"]
+    assert [v for *_, v in r["final_records"]] == [1, 2, 3]
+    assert r["artist_strips"] == ["grade_note", "slate"]
