@@ -103,3 +103,22 @@ def test_a_zip_that_lies_about_its_sizes_is_refused_and_leaves_nothing(tmp_path)
         assert "big.bin" in r.json()["detail"]
         assert client.get("/jobs").json()["jobs"] == []
     assert list((tmp_path / "data" / "jobs").iterdir()) == []
+
+
+def test_two_embeddings_whose_names_differ_only_in_case_are_refused_before_any_load(tmp_path):
+    """The prompt word of an embedding is its file name in lower case (load_embeddings), so 'Grainy.pt' and
+    'grainy.safetensors' are the same word; the clash check compared the names case-sensitively and let them
+    through, and the second then failed inside diffusers after the model had loaded."""
+    import torch
+    from safetensors.torch import save_file
+
+    from neurender.errors import ModelLoadError
+    from neurender.models.embeddings import find_embeddings
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    torch.save({"string_to_param": {"*": torch.zeros(2, 32)}}, tmp_path / "a" / "Grainy.pt")
+    save_file({"emb_params": torch.zeros(2, 32)}, str(tmp_path / "b" / "grainy.safetensors"))
+    with pytest.raises(ModelLoadError, match="prompt word 'grainy'"):
+        find_embeddings([tmp_path / "a", tmp_path / "b"])
+    assert len(find_embeddings([tmp_path / "a"])) == 1

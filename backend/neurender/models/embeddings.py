@@ -25,6 +25,12 @@ log = logging.getLogger(__name__)
 EMBEDDING_SUFFIXES = SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES + (".bin",)
 
 
+def prompt_word(path: Path) -> str:
+    """The prompt word of an embedding file: its name without the extension, in lower case (the tokenizer lowercases
+    the prompt)."""
+    return Path(path).stem.lower()
+
+
 def find_embeddings(paths: Sequence[str | Path]) -> list[Path]:
     """The embedding files named by ``paths`` (files, or folders whose embedding files are all taken), checked."""
     files: list[Path] = []
@@ -45,9 +51,10 @@ def find_embeddings(paths: Sequence[str | Path]) -> list[Path]:
         files.append(p)
     seen: dict[str, Path] = {}
     for f in files:
-        if f.stem in seen:
-            raise ModelLoadError(f"embeddings {seen[f.stem]} and {f} would both be the prompt word '{f.stem}'")
-        seen[f.stem] = f
+        word = prompt_word(f)
+        if word in seen:
+            raise ModelLoadError(f"embeddings {seen[word]} and {f} would both be the prompt word '{word}'")
+        seen[word] = f
         read_embedding(f)  # refuse a bad file before any model loads
     return files
 
@@ -110,7 +117,7 @@ def load_embeddings(pipe: Any, files: Sequence[Path]) -> list[str]:
                 f"embedding {path} has word vectors of width {vectors.shape[1]} but this model's text encoder uses "
                 f"{width}{hint}"
             )
-        token = path.stem.lower()
+        token = prompt_word(path)
         try:
             pipe.load_textual_inversion(vectors.to(pipe.text_encoder.dtype), token=token)
         except Exception as e:  # noqa: BLE001 - diffusers raises ValueError for a token clash, others for shapes
