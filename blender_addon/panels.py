@@ -10,7 +10,7 @@ import os
 
 import bpy
 
-from . import advice, live, messages, preferences, properties
+from . import advice, jobs, live, messages, preferences, properties
 from . import neurender_contract as contract
 
 
@@ -39,6 +39,12 @@ def _prefs(context):
         return preferences.get(context)
     except (KeyError, AttributeError):
         return None
+
+
+def job_scene(st) -> str:
+    """Name of the scene whose job record the status follows ("" when none is known)."""
+    found = jobs.find(job_id=st.job_id) if st.job_id else None
+    return found[0].name if found else ""
 
 
 class NEURENDER_PT_main(_Base, bpy.types.Panel):
@@ -75,6 +81,10 @@ class NEURENDER_PT_main(_Base, bpy.types.Panel):
         row.operator("neurender.open_output", icon="FILEBROWSER")
         layout.prop(shot, "render_hook")
 
+        other = job_scene(st)
+        if other and other != scene.name:  # the status follows the latest job, which may be another shot's
+            draw_wrapped(layout, f"The render below is of the scene '{other}', not this one", chars,
+                         icon="SCENE_DATA")
         running = st.job_state and st.job_state not in contract.JOB_FINAL_STATES
         # a render being checked or submitted has no job yet: the progress fields still hold the previous job's
         # numbers ("100%", "step 20/20"), so only the message line below says what is happening

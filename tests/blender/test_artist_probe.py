@@ -172,6 +172,10 @@ def test_a_second_shot_in_the_same_blend_never_replaces_the_first_shots_frames(r
     assert r["sh020_strips"] == 1
     assert r["sh010_strip_frames"] == [11, 14, 4]
     assert r["sh010_shown_after"] == r["sh010_shown_before"], "sh010's strip now shows other frames"
+    # the panel's status follows the latest job: looking at sh010 after sh020's render, it says whose it is
+    note = "The render below is of the scene 'sh020', not this one"
+    assert note in " ".join(r["sh010_panel"]), r["sh010_panel"]
+    assert not any("of the scene" in t for t in r["sh020_panel"] + r["sh010_panel_after_sh010"])
 
 
 def test_save_mid_job_reload_second_render_and_cancel_on_the_artists_scene(run_scenario, slow_stub):

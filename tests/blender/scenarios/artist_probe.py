@@ -278,9 +278,14 @@ elif case == "two_scenes":
     strip = mod.vse.our_strips(scene)[0]
     first = os.path.abspath(bpy.path.abspath(strip.directory))
     shown = {e.filename: probe_scene.files(first).get(e.filename) for e in strip.elements}
+    record = panel_record.draw_all(mod, bpy)
+    out["sh010_panel_after_sh010"] = [i["text"] for i in record if i["what"] == "label"]
     with bpy.context.temp_override(scene=other):
         bpy.ops.neurender.render_animation()
         record = panel_record.draw_all(mod, bpy)
+        out["sh020_panel"] = [i["text"] for i in record if i["what"] == "label"]
+    record = panel_record.draw_all(mod, bpy)  # the artist looks at sh010 again: the status is sh020's job
+    out["sh010_panel"] = [i["text"] for i in record if i["what"] == "label"]
     out["sh020_strips"] = len(mod.vse.our_strips(other))
     strip = mod.vse.our_strips(scene)[0]
     out["sh010_strip_frames"] = [strip.frame_final_start, strip.frame_final_end - 1, len(strip.elements)]
