@@ -122,3 +122,18 @@ def test_two_embeddings_whose_names_differ_only_in_case_are_refused_before_any_l
     with pytest.raises(ModelLoadError, match="prompt word 'grainy'"):
         find_embeddings([tmp_path / "a", tmp_path / "b"])
     assert len(find_embeddings([tmp_path / "a"])) == 1
+
+
+@pytest.mark.parametrize("text", ["model: sd15\n", "model:\n  params: [1, 2]\n", "- a\n- b\n", "model:\n  - x\n"])
+def test_a_yaml_next_to_a_checkpoint_of_another_shape_is_not_a_traceback(tmp_path, text):
+    """``model: sd15`` (model not a mapping) raised AttributeError: 'str' object has no attribute 'get'."""
+    from neurender.errors import ModelLoadError
+    from neurender.models.checks import prediction_from_yaml
+
+    ckpt = tmp_path / "m.safetensors"
+    ckpt.write_bytes(b"")
+    (tmp_path / "m.yaml").write_text(text, encoding="utf-8")
+    try:
+        assert prediction_from_yaml(ckpt) in ("epsilon", None)
+    except ModelLoadError as exc:
+        assert "m.yaml" in str(exc)

@@ -177,9 +177,11 @@ def prediction_from_yaml(checkpoint: Path) -> str | None:
         data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ModelLoadError(f"{yaml_path} (the config next to the checkpoint) is not readable YAML: {brief(e)}") from e
-    params = ((data or {}).get("model") or {}).get("params") or {} if isinstance(data, dict) else {}
+    model = (data.get("model") or {}) if isinstance(data, dict) else {}
+    params = (model.get("params") or {}) if isinstance(model, dict) else None
     if not isinstance(params, dict):
-        return None
+        raise ModelLoadError(f"{yaml_path} (the config next to the checkpoint) is not a model config: its model.params "
+                             "is not a mapping")
     parameterization = params.get("parameterization", "eps")
     if parameterization == "v":
         return "v_prediction"
