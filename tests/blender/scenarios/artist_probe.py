@@ -351,6 +351,22 @@ elif case == "sequencer_output":
     out["our_strips"] = [(s.name, s.channel, s.mute) for s in mod.vse.our_strips(scene)]
     out["artist_channels"] = sorted(s.channel for s in mod.compat.all_strips(se) if not s.get("neurender"))
 
+elif case == "random_results":
+    # no checkpoint: an animation and a single frame, both noise; what their results say
+    import types
+
+    bpy.ops.neurender.render_animation()
+    bpy.ops.neurender.render_frame()
+    rec = []
+    ctx = types.SimpleNamespace(scene=scene, window_manager=bpy.context.window_manager, region=None,
+                                preferences=bpy.context.preferences)
+    mod.jobs_panel.NEURENDER_PT_jobs.draw(types.SimpleNamespace(layout=panel_record.Layout(rec)), ctx)
+    out["jobs_panel"] = [(i["text"], i["alert"]) for i in rec if i["what"] == "label"]
+    out["records"] = [{k: getattr(r, k) for k in ("kind", "version", "state", "out_dir", "pass_dir", "strip", "image",
+                                                  "message")} for r in scene.neurender_jobs]
+    out["strips"] = [(s.name, s.directory, len(s.elements), s.channel) for s in mod.vse.our_strips(scene)]
+    out["images"] = [(i.name, i.filepath) for i in bpy.data.images if i.name.startswith("neurender")]
+
 elif case == "lifecycle":
     # the UI's way: the worker in threads, the timer pumping; a job saved mid-way and the file opened again, a
     # second render while the first runs, the first cancelled; the artist's scene compared after each
