@@ -110,13 +110,13 @@ def complete(job: dict) -> None:
     if scene is None:
         return
 
-    def proceed(scene) -> None:  # the passes (a render job in the UI, Esc cancels; blocking with -b), then submit
+    def proceed(scene, settings) -> None:  # the passes (a render job in the UI, Esc cancels; blocking with -b), then submit
         key = jobs.new(scene, job["start"], job["end"])  # its own versioned pass and frame folders
 
         def submit(scene, manifest) -> None:
             wait = bpy.app.background and scene.neurender.wait_headless
             session.submit_job(scene, manifest.frame_start, manifest.frame_end,
-                               wait=wait if bpy.app.background else None, key=key)
+                               wait=wait if bpy.app.background else None, key=key, settings=settings)
 
         with suspended():
             pass_job.render_then(scene, job["start"], job["end"], jobs.find(key=key)[1].abs_pass_dir, submit,

@@ -75,8 +75,12 @@ def local_checks(scene, prefs, frame_start: int, frame_end: int) -> "contract.Re
         raise PreflightError(f"Frames {frame_start}-{frame_end} make {count} frames; neurender renders 1 to "
                              f"{contract.MAX_FRAMES} frames per job, so change the scene's frame range.")
     w, h = pass_export.render_size(scene)
-    out_w, out_h = settings.width or w // 8 * 8, settings.height or h // 8 * 8
-    if min(w, h) < 8 or min(out_w, out_h) < 8 or max(out_w, out_h) > contract.MAX_RESOLUTION:
+    out_w, out_h = settings.width or w // 8 * 8, settings.height or h // 8 * 8  # for the sentence only
+    try:
+        contract.render_size(settings, w, h)  # the one size rule, as the backend applies it
+        if min(w, h) < 8:  # the passes themselves (the backend reads them at this size)
+            raise contract.ContractError("render too small")
+    except contract.ContractError:
         raise PreflightError(f"The neural frames would be {out_w}x{out_h} pixels (render size {w}x{h}) but must be "
                              f"8 to {contract.MAX_RESOLUTION} a side, so change the resolution or set Width and "
                              "Height in the Neural Render panel.")
@@ -131,15 +135,16 @@ def _fail(sentence: str) -> None:
     session.set_message("", sentence)
 
 
-def run(scene, frame_start: int, frame_end: int, proceed: Callable[[object], None]) -> Optional[str]:
-    """Check everything, then ``proceed(scene)`` on the main thread. Returns the failure sentence when it is known at
+def run(scene, frame_start: int, frame_end: int, proceed: Callable[[object, object], None]) -> Optional[str]:
+    """Check everything, then ``proceed(scene, settings)`` on the main thread (``settings``: the shot's checked
+    ``contract.RenderSettings`` as they were when the artist pressed Render; submit them as they are). Returns the failure sentence when it is known at
     once (always in background mode), else None; a later failure is reported through the session's status."""
     prefs = preferences.get()
     status = properties.status()
     if status is not None:  # a fresh, non-final state: the modal watcher waits for the checks and the job
         status.job_id, status.job_state, status.error = "", CHECKING, ""
     try:
-        local_checks(scene, prefs, frame_start, frame_end)
+        settings = local_checks(scene, prefs, frame_start, frame_end)
         if prefs.start_local:
             session._ensure_local(prefs)  # starts 'neurender serve' (main thread: reads the extension's folder)
     except (contract.ContractError, client.BackendError) as exc:
@@ -162,7 +167,7 @@ def run(scene, frame_start: int, frame_end: int, proceed: Callable[[object], Non
             return
         log.info("pre-flight passed for %s of %s (backend %s)", _frames_label(frame_start, frame_end), scene_name,
                  info.get("backend_version", "?"))
-        proceed(target_scene)
+        proceed(target_scene, settings)  # the settings checked here travel on: never built or checked again
 
     session.set_message("Checking the scene and the neurender backend...")
     session.state().worker.submit(target.check, checked)

@@ -215,7 +215,8 @@ def _artist_message(err: BaseException) -> str:
 
 # -- jobs --------------------------------------------------------------------------------------------------------
 
-def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = None, key: str = "") -> None:
+def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = None, key: str = "",
+               settings=None) -> None:
     """Submit the pass folder of the job record ``key`` (``jobs.new``; its passes already written) for
     ``frame_start..frame_end``. Without ``key`` (scripts) a record is made for the scene's plain pass folder, with
     its own versioned output folder.
@@ -223,10 +224,13 @@ def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = N
     Another job of the shot that is still running is left alone: it keeps its watcher and stays cancellable; the
     backend queues the new job behind it (each render has its own folders). Raises ``contract.ContractError`` for
     bad settings before anything is sent. In background mode (or with ``wait``) it blocks until the job is final.
+    ``settings``: the ``contract.RenderSettings`` the pre-flight checked (sent as they are, not checked again);
+    without them (scripts) they are built from the scene and checked here.
     """
     prefs = preferences.get()
     frames = f"{frame_start}-{frame_end}"
-    settings = properties.to_settings(scene, prefs, frames=frames)
+    if settings is None:
+        settings = properties.to_settings(scene, prefs, frames=frames)
     for _level, text, _fix in advice.warnings(scene, prefs):  # also for the render hook and blender -b -a
         log.warning("%s", text)
     if not key:
