@@ -19,6 +19,8 @@ RANDOM_WEIGHTS = ("RANDOM WEIGHTS: no checkpoint is set, so the backend renders 
 NO_CONTROLNET = ("No ControlNet: the output ignores your scene (plain text-to-image). Add the depth and edges "
                  "units to follow its layout.")
 ADD_CONTROLS = "neurender.add_suggested_controls"
+SMALL = 256
+"""Frames whose long side is below this (a 32-latent side) come out shapeless from SD 1.5."""
 
 
 def checkpoint(scene, prefs) -> str:
@@ -53,6 +55,10 @@ def warnings(scene, prefs) -> list[tuple[str, str, str]]:
     if max(w, h) > 1024:
         out.append(("WARNING", f"{w} x {h} is large for SD 1.5 (trained at 512): expect repeated objects and long "
                                "renders; lower Fit within under Output.", ""))
+    elif max(w, h) < SMALL:
+        out.append(("WARNING", f"{w} x {h} is small for SD 1.5 (trained at 512): expect shapeless frames; raise "
+                               "the render resolution (Fit within never enlarges) or set Width or Height under "
+                               "Advanced.", ""))
     if prefs is not None:
         out += [("WARNING", p[0].upper() + p[1:] + ".", "") for p in model_path_problems(prefs, scene)]
     return out

@@ -47,9 +47,10 @@ def test_every_action_leaves_the_artists_scene_and_files_alone(run_scenario, stu
 
 
 def test_panel_says_random_weights_once_and_where_the_files_go(run_scenario, stub):
-    """Finding: after a render without a checkpoint the panel said RANDOM WEIGHTS three times (the advice box, the
-    result box and the Done message right under it); and the Output box showed only '//neurender/', never where the
-    files go (for an unsaved .blend they go to the extension's user folder, which nothing said)."""
+    """Findings: after a render without a checkpoint the panel said RANDOM WEIGHTS three times (the advice box, the
+    result box and the Done message right under it); the Output box showed only '//neurender/', never where the
+    files go (for an unsaved .blend they go to the extension's user folder, which nothing said); and a 50 % preview
+    resolution sent 96 x 40 frames to SD 1.5 without a word (only sizes above 1024 were advised)."""
     r = _case(run_scenario, stub, "panel")
     assert "RANDOM WEIGHTS" in r["message"]  # the status line / report keeps it
     assert r["random_weights_said"] == 1
@@ -58,6 +59,10 @@ def test_panel_says_random_weights_once_and_where_the_files_go(run_scenario, stu
     assert f"Writes to {r['unsaved_root']}".replace(" ", "") in unsaved
     assert "notsavedyet" in unsaved
     assert r["unsaved_created_by_drawing"] is False  # drawing creates no folder
+    # a 50 % preview resolution gives 96 x 40 frames: SD 1.5 makes mush of that, and the panel now says so
+    small = "96 x 40 is small for SD 1.5"
+    assert any(small in t for t in r["panel_texts"]), r["panel_texts"]
+    assert not any("is small for SD 1.5" in t for t in r["panel_texts_full_size"])
 
 
 def test_a_second_render_does_not_show_the_previous_jobs_progress(run_scenario, stub):

@@ -190,6 +190,10 @@ elif case == "panel":
     out["random_weights_said"] = labels.count("RANDOM WEIGHTS")
     out["message"] = status.message
     out["saved_labels"] = "".join(i["text"] for i in record if i["what"] == "label")
+    out["panel_texts"] = panel_record.texts(record)
+    scene.render.resolution_percentage = 400  # 768 x 320: the advice about the size goes
+    out["panel_texts_full_size"] = panel_record.texts(panel_record.draw_all(mod, bpy))
+    scene.render.resolution_percentage = 50
     out["saved_root"] = mod.pass_export.output_root(scene)
     bpy.ops.wm.read_homefile(use_empty=True)  # a new, unsaved file
     bpy.context.scene.name = "sh020"
