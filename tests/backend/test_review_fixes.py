@@ -137,3 +137,22 @@ def test_a_yaml_next_to_a_checkpoint_of_another_shape_is_not_a_traceback(tmp_pat
         assert prediction_from_yaml(ckpt) in ("epsilon", None)
     except ModelLoadError as exc:
         assert "m.yaml" in str(exc)
+
+
+def test_a_model_folder_with_sample_prediction_is_refused_before_its_weights_load(tmp_path):
+    """README Models lists `sample` prediction as refused; with --prediction-type auto a folder whose scheduler config
+    says 'sample' passed check_sd_model and the weights were loaded (the engine refuses it only when it converts an output)."""
+    import json
+
+    from neurender.errors import ModelLoadError
+    from neurender.models.checks import check_sd_model
+
+    (tmp_path / "scheduler").mkdir()
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": "sample"}))
+    with pytest.raises(ModelLoadError, match="sample"):
+        check_sd_model(tmp_path)
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": "v_prediction"}))
+    assert check_sd_model(tmp_path).prediction_type == "v_prediction"
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": "sample"}))
+    assert check_sd_model(tmp_path, prediction_type="epsilon").prediction_type == "epsilon"  # the setting overrides

@@ -190,9 +190,15 @@ def prediction_from_yaml(checkpoint: Path) -> str | None:
     raise ModelLoadError(f"{yaml_path} asks for parameterization {parameterization!r}; only 'eps' and 'v' exist")
 
 
-def _folder_prediction(folder: Path) -> str:
+def _folder_prediction(folder: Path, prediction_type: str = "auto") -> str:
+    """The scheduler config's prediction type; one the engine does not convert (``sample``) is refused under ``auto``
+    (an explicit prediction type setting overrides the config)."""
     cfg = folder / "scheduler" / "scheduler_config.json"
-    return str(read_json(cfg).get("prediction_type", "epsilon")) if cfg.is_file() else "epsilon"
+    kind = read_json(cfg).get("prediction_type", "epsilon") if cfg.is_file() else "epsilon"
+    if prediction_type == "auto" and kind not in ("epsilon", "v_prediction"):
+        raise ModelLoadError(f"{cfg} says prediction type {kind!r}; only epsilon and v_prediction models are supported "
+                             "(or set the prediction type)")
+    return str(kind)
 
 
 def check_sd_model(model: str | Path, config_dir: str | Path | None = None, prediction_type: str = "auto") -> ModelPlan:
@@ -219,7 +225,7 @@ def check_sd_model(model: str | Path, config_dir: str | Path | None = None, pred
             raise ModelLoadError(f"model folder {path} is an SDXL model ({cls}); {_NOT_SD1}, SDXL is not supported")
         plan = ModelPlan(path=path, kind="diffusers-folder")
         plan.variant = weights_variant(path, ("unet", "vae", "text_encoder"))
-        plan.prediction_type = _folder_prediction(path)
+        plan.prediction_type = _folder_prediction(path, prediction_type)
     else:
         info = read_checkpoint(path)
         notes = check_sd_checkpoint(info)
@@ -232,7 +238,7 @@ def check_sd_model(model: str | Path, config_dir: str | Path | None = None, pred
         if from_yaml is not None:
             plan.prediction_type, plan.prediction_source = from_yaml, f"from {path.with_suffix('.yaml').name}"
         else:
-            plan.prediction_type = _folder_prediction(cfg)
+            plan.prediction_type = _folder_prediction(cfg, prediction_type)
     if prediction_type != "auto":
         plan.prediction_type, plan.prediction_source = prediction_type, "the prediction type setting"
     return plan
