@@ -156,3 +156,19 @@ def test_a_model_folder_with_sample_prediction_is_refused_before_its_weights_loa
     assert check_sd_model(tmp_path).prediction_type == "v_prediction"
     (tmp_path / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": "sample"}))
     assert check_sd_model(tmp_path, prediction_type="epsilon").prediction_type == "epsilon"  # the setting overrides
+
+
+def test_cancelling_a_job_purged_meanwhile_is_a_404_not_a_500(tmp_path, monkeypatch):
+    """DELETE /jobs/{id} read the job (queued), then the job ended and another client purged it before the cancel
+    was recorded: `assert updated is not None` answered 500. Simulated by a store that forgets the job at cancel."""
+    from neurender.server.worker import Worker
+
+    passes = write_fake_pass_folder(tmp_path / "shot", frames=1)
+    monkeypatch.setattr(Worker, "cancel", lambda self, job_id: None)
+    app = create_app(_config(tmp_path), runner=run_fake_render)
+    with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        monkeypatch.setattr(Worker, "notify", lambda self: None)
+        app.state.service.worker._stop.set()  # keep the job queued
+        job_id = client.post("/jobs", json={"pass_dir": str(passes), "settings": {"steps": 1}}).json()["id"]
+        r = client.delete(f"/jobs/{job_id}")
+        assert r.status_code == 404 and r.json()["error_kind"] == "not_found", r.text

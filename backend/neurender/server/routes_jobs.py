@@ -91,5 +91,6 @@ def cancel_job(
     if record.state in JOB_FINAL_STATES:
         return record.to_api()
     updated = service.worker.cancel(job_id)
-    assert updated is not None
+    if updated is None:  # it ended and another client purged it meanwhile
+        raise ServiceRefusal(f"job {job_id} does not exist", kind=ErrorKind.NOT_FOUND)
     return updated.to_api()
