@@ -31,9 +31,10 @@ def executable(env_dir: str) -> str:
         path = os.path.join(env_dir, name)
         if os.path.isfile(path):
             return path
-    raise FileNotFoundError(
-        f"No neurender command in the Python environment {env_dir!r}; expected {os.path.join(env_dir, names[0])}. "
-        "Install the backend there with: pip install -e <neurender repo>"
+    raise FileNotFoundError(  # the artist's words: the preference to fix, no shell command
+        f"No neurender command in the Backend Python environment {env_dir!r} set in the preferences (expected "
+        f"{os.path.join(env_dir, names[0])}); set it to the Python environment where the neurender backend is "
+        "installed"
     )
 
 

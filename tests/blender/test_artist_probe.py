@@ -197,3 +197,15 @@ def test_save_mid_job_reload_second_render_and_cancel_on_the_artists_scene(run_s
     assert states == ["done", "cancelled", "done"], r["final_records"]
     assert [v for *_, v in r["final_records"]] == [1, 2, 3]
     assert r["artist_strips"] == ["grade_note", "slate"]
+
+
+def test_a_missing_local_backend_environment_names_the_preference_not_a_command(run_scenario, stub):
+    """Finding: 'Start a local backend' with a Backend Python environment that holds no backend said 'No neurender
+    command in the Python environment ...; expected .../bin/neurender. Install the backend there with: pip install -e
+    <neurender repo>' - a command line for the artist, and not the name of the preference to fix."""
+    r = _case(run_scenario, stub, "local_backend_missing")
+    for name in ("connect", "render_animation"):
+        a = r[name]
+        assert a["result"][0] == "REFUSED" and a["new_files"] == [] and a["diffs"] == [], (name, a)
+        assert "Backend Python environment" in a["error"], (name, a["error"])
+        assert "pip install" not in a["error"], (name, a["error"])
