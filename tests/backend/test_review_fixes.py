@@ -172,3 +172,37 @@ def test_cancelling_a_job_purged_meanwhile_is_a_404_not_a_500(tmp_path, monkeypa
         job_id = client.post("/jobs", json={"pass_dir": str(passes), "settings": {"steps": 1}}).json()["id"]
         r = client.delete(f"/jobs/{job_id}")
         assert r.status_code == 404 and r.json()["error_kind"] == "not_found", r.text
+
+
+def test_describing_the_models_does_not_wait_for_a_model_load(tmp_path):
+    """GET /version asks PipelineCache.describe(); it waited on the lock get() holds for the whole load (minutes for
+    a real checkpoint), so the add-on's 10 s handshake failed and every poll held a server thread meanwhile."""
+    import threading
+
+    from neurender.models.cache import PipelineCache
+
+    release = threading.Event()
+    started = threading.Event()
+
+    class Loaded:
+        prediction_type = "epsilon"
+        random_weights = False
+        description = "a stand-in"
+
+    def slow_loader(*args, **kwargs):
+        started.set()
+        release.wait(20)
+        return Loaded()
+
+    cache = PipelineCache(loader=slow_loader)
+    loader = threading.Thread(target=cache.get, args=("/m/model",), daemon=True)
+    loader.start()
+    assert started.wait(5)
+    answer: list = []
+    asker = threading.Thread(target=lambda: answer.append(cache.describe()), daemon=True)
+    asker.start()
+    asker.join(2.0)
+    release.set()
+    loader.join(10)
+    assert answer == [{"loaded": False}], "describe() waited for the load"
+    assert cache.describe()["loaded"] is True and cache.describe()["model"] == "/m/model"

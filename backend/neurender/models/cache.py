@@ -50,9 +50,11 @@ class PipelineCache:
 
     def __init__(self, loader: Any = load_pipeline) -> None:
         self._loader = loader
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # held by get()/free() for a whole load or release
         self._key: tuple[Any, ...] | None = None
         self._loaded: LoadedPipeline | None = None
+        self._shown: tuple[tuple[Any, ...], LoadedPipeline] | None = None
+        """(key, loaded) as one attribute, replaced whole: describe() reads it without waiting for a load."""
         self.loads = 0  # number of real loads, for tests and /version
 
     def get(
@@ -81,6 +83,7 @@ class PipelineCache:
                 model, controlnets, loras, device=device, dtype=dtype, config_dir=config_dir, **extra
             )
             self._key, self._loaded = key, loaded
+            self._shown = (key, loaded)
             self.loads += 1
             return loaded
 
@@ -88,6 +91,7 @@ class PipelineCache:
         """Drop the loaded pipeline and give its memory back (gc, then the CUDA cache when there is one)."""
         with self._lock:
             had = self._loaded is not None
+            self._shown = None
             self._key, self._loaded = None, None
             gc.collect()
             try:
@@ -101,20 +105,22 @@ class PipelineCache:
                 log.info("freed the cached pipeline")
 
     def describe(self) -> dict[str, Any]:
-        """What is loaded, for ``GET /version``: ``{"loaded": False}`` or the selection and its description."""
-        with self._lock:
-            if self._loaded is None or self._key is None:
-                return {"loaded": False}
-            model, controlnets, loras, device, dtype, _, embeddings, prediction_type = self._key
-            return {
-                "loaded": True,
-                "model": model,
-                "controlnets": [{"kind": k, "path": p} for k, p in controlnets],
-                "loras": [{"path": p, "weight": w} for p, w in loras],
-                "device": device,
-                "dtype": dtype,
-                "embeddings": list(embeddings),
-                "prediction_type": self._loaded.prediction_type,
-                "random_weights": self._loaded.random_weights,
-                "description": self._loaded.description,
-            }
+        """What is loaded, for ``GET /version``: ``{"loaded": False}`` or the selection and its description.
+
+        Never waits for a load in progress (``{"loaded": False}`` meanwhile): the handshake must answer at once."""
+        shown = self._shown
+        if shown is None:
+            return {"loaded": False}
+        (model, controlnets, loras, device, dtype, _, embeddings, prediction_type), loaded = shown
+        return {
+            "loaded": True,
+            "model": model,
+            "controlnets": [{"kind": k, "path": p} for k, p in controlnets],
+            "loras": [{"path": p, "weight": w} for p, w in loras],
+            "device": device,
+            "dtype": dtype,
+            "embeddings": list(embeddings),
+            "prediction_type": loaded.prediction_type,
+            "random_weights": loaded.random_weights,
+            "description": loaded.description,
+        }
