@@ -62,6 +62,8 @@ def on_snapshot(status, job: dict, scene=None, worker=None, make_client=None, bl
     job_id = str(job.get("id", ""))
     if job_id != _live.job_id:
         reset(job_id)
+        if status is not None:  # the previous job's preview step (and device) are not this job's
+            status.preview_step, status.job_device = 0, ""
     value = _live.tracker.update(job)
     p = job.get("progress") or {}
     if status is not None:

@@ -168,6 +168,9 @@ def test_cancel_mid_job_says_so_and_adds_nothing(run_scenario, slow_stub):
     assert not any(f.startswith("frames") and f.endswith(".png") and "frame_" in f for f in a["new_files"])
     assert r["strips"] == [] and r["cancel_enabled"] is False
     assert 0.05 < r["progress"] < 1.0  # the bar stops where the job stopped
+    # the next render's first snapshots do not show the cancelled job's preview step ("Preview ... (step 5)")
+    for snap in r["next_job_first_snapshots"]:
+        assert snap["preview_step"] <= snap["step"], r["next_job_first_snapshots"]
 
 
 def test_a_second_shot_in_the_same_blend_never_replaces_the_first_shots_frames(run_scenario, stub):

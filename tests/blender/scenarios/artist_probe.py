@@ -326,6 +326,20 @@ elif case == "cancel":
     record = panel_record.draw_all(mod, bpy)
     out["panel"] = [i["text"] for i in record if i["what"] in ("label", "progress")][:14]
     out["cancel_enabled"] = mod.operators.cancel.NEURENDER_OT_cancel.poll(bpy.context)
+    # the next render: what its first snapshots show (the cancelled job reached preview step 5)
+    firsts = []
+
+    def first_snapshots(st, job, *a, **k):
+        text = orig(st, job, *a, **k)
+        if len(firsts) < 2:
+            firsts.append({"step": (job.get("progress") or {}).get("step", 0), "preview_step": st.preview_step,
+                           "state": job.get("state")})
+        return text
+
+    mod.live.on_snapshot = first_snapshots
+    bpy.ops.neurender.render_animation()
+    mod.live.on_snapshot = orig
+    out["next_job_first_snapshots"] = firsts
 
 elif case == "sequencer_output":
     # the artist's output goes through their own sequencer edit (slate + colour note over the 3D scene strip)
