@@ -79,11 +79,11 @@ def test_colour_compensation_matters_on_colour_flicker(scene):
     floor, _ = _scores(scene, scene.clean)
     warp, score = _scores(scene, out)
     plain_warp, plain_psnr = _scores(scene, average_along_motion(scene, frames, 4))
-    # measured: floor 1.82; input 36.4 / 18.4; plain +-4 3.45 / 23.58; default 1.90 / 28.12;
-    # without colour compensation 1.96 / 27.20; without robust weights 2.30 / 24.57
+    # measured: floor 1.82; input 36.4 / 18.4; plain +-4 3.45 / 23.58; default 1.86 / 28.07;
+    # without colour compensation 1.96 / 27.20; without robust weights warp 2.26, disc error 20.8
     assert warp <= 1.1 * floor, (warp, floor)
     assert warp < 0.6 * plain_warp, (warp, plain_warp)
-    assert score > plain_psnr + 4.2, (score, plain_psnr)  # 4.54 dB with, 3.62 dB without colour compensation
+    assert score > plain_psnr + 4.2, (score, plain_psnr)  # 4.49 dB with, 3.62 dB without colour compensation
 
 
 def test_robust_weights_vote_out_invented_patches(scene):
