@@ -206,3 +206,40 @@ def test_describing_the_models_does_not_wait_for_a_model_load(tmp_path):
     loader.join(10)
     assert answer == [{"loaded": False}], "describe() waited for the load"
     assert cache.describe()["loaded"] is True and cache.describe()["model"] == "/m/model"
+
+
+def test_a_server_killed_while_writing_its_token_starts_again(tmp_path, monkeypatch):
+    """The token file was created empty (O_EXCL) and written after: a kill between the two left an empty file and
+    every later start failed ('holds no token'). Now the token is written to a temporary file and linked in place."""
+    from neurender.server.auth import load_or_create_token
+
+    path = tmp_path / "data" / "token"
+
+    import secrets
+
+    def killed(n):
+        raise SystemExit("killed")  # the process dies after the file exists and before the token is in it
+
+    monkeypatch.setattr(secrets, "token_urlsafe", killed)
+    with pytest.raises(SystemExit):
+        load_or_create_token(path)
+    monkeypatch.undo()
+    token = load_or_create_token(path)
+    assert len(token) >= 32 and load_or_create_token(path) == token
+    assert oct(path.stat().st_mode & 0o777) == oct(0o600)
+    assert [p.name for p in path.parent.iterdir()] == ["token"]
+
+
+def test_the_token_is_created_where_hard_links_are_not_supported(tmp_path, monkeypatch):
+    import os
+
+    from neurender.server.auth import load_or_create_token
+
+    def no_links(src, dst):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / "token"
+    token = load_or_create_token(path)
+    assert load_or_create_token(path) == token and oct(path.stat().st_mode & 0o777) == oct(0o600)
+    assert [p.name for p in tmp_path.iterdir()] == ["token"]

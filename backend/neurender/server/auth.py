@@ -11,6 +11,7 @@ import logging
 import os
 import secrets
 import stat
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -29,17 +30,35 @@ def load_or_create_token(path: Path) -> str:
     """Read the token at ``path``; create it (mode 0600, exclusive create) if it does not exist yet."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if os.path.lexists(path):
         return _read_token(path)
-    token = secrets.token_urlsafe(TOKEN_BYTES)
+    # written to a private temporary file, then linked in place (atomic, never replacing an existing file): a process
+    # killed meanwhile leaves no empty token file behind, and two servers starting at once end with one token
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as fh:
+            token = secrets.token_urlsafe(TOKEN_BYTES)
+            fh.write(token + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return _read_token(path)
+        except OSError:  # a file system without hard links: exclusive create, then write
+            _write_exclusive(path, token)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    log.info("generated a new access token in %s", path)
+    return token
+
+
+def _write_exclusive(path: Path, token: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
         fh.flush()
         os.fsync(fh.fileno())
-    log.info("generated a new access token in %s", path)
-    return token
 
 
 def _read_token(path: Path) -> str:
