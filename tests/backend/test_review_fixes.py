@@ -243,3 +243,16 @@ def test_the_token_is_created_where_hard_links_are_not_supported(tmp_path, monke
     token = load_or_create_token(path)
     assert load_or_create_token(path) == token and oct(path.stat().st_mode & 0o777) == oct(0o600)
     assert [p.name for p in tmp_path.iterdir()] == ["token"]
+
+
+def test_merge_of_a_folder_without_chunks_is_an_error_not_a_success(tmp_path, caplog):
+    """A farm's final `neurender merge OUT --final` with a mistyped OUT said '0 frames written' and exited 0: the
+    farm job succeeded with no frames. Now exit 2 with one line; a folder with a chunks folder still merges."""
+    from neurender.cli import main
+    from neurender.farm.merge import CHUNKS_DIR
+
+    assert main(["merge", str(tmp_path / "typo"), "--final", "--progress", "none"]) == 2
+    assert "no chunks" in caplog.text and "Traceback" not in caplog.text
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "out" / CHUNKS_DIR).mkdir(parents=True)
+    assert main(["merge", str(tmp_path / "out"), "--progress", "none"]) == 0

@@ -88,8 +88,10 @@ def cmd_anchors(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from neurender.farm.merge import merge_chunks
+    from neurender.farm.merge import CHUNKS_DIR, merge_chunks
 
+    if not (Path(args.out) / CHUNKS_DIR).is_dir():  # a mistyped OUT must not be a successful merge of nothing
+        raise InputError(f"{args.out} holds no chunks ({CHUNKS_DIR}/); render the chunks into it first")
     result = merge_chunks(args.out, final=args.final)
     record = {"event": "finished", "written": result.written, "skipped": result.skipped, "pending": result.pending}
     _summary(args, record, f"{len(result.written)} frames written, {len(result.skipped)} already there, "
