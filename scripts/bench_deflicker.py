@@ -213,7 +213,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip", nargs="+", default=[], choices=("exact", "flow", "patchmatch"),
                     help="neurender methods to leave out (patchmatch costs ~20 s/frame at 256 here)")
     ap.add_argument("--no-speed", action="store_true", help="skip the 512x512 speed rows")
-    ap.add_argument("--threads", type=int, default=2, help="torch and OpenMP threads (2 cores)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch and OpenMP threads (default 1: on the shared 2-core machine 2 threads spin, 6-8x the CPU)")
     ap.add_argument("--json", type=Path, help="write every number to this file")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
