@@ -142,7 +142,7 @@ class MotionWindows:
         if not sampler.options.fixed_noise and latents.shape[0] > 1:
             f, c, h, w = latents.shape
             latents = _frames(latents.reshape(1, c, f, h, w))
-            sampler._noise0 = latents[:1] / sampler.scheduler.init_noise_sigma
+            sampler.set_reference_noise(latents[:1] / sampler.scheduler.init_noise_sigma)
         log.info("motion module over %d context window(s) of %d frames (overlap %d)",
                  len(self.windows(latents.shape[0])), self.context_length, self.context_overlap)
         return latents, 0
@@ -167,8 +167,8 @@ class MotionWindows:
     def scheduler_step(self, sampler, noise_pred: torch.Tensor, t, latents: torch.Tensor) -> torch.Tensor:
         """The scheduler step on the video layout when one generator draws the noise of all frames (as the
         pipeline); per-frame generators (fixed noise) step the frames as the plain sampler does."""
-        generator = sampler._extra.get("generator")
-        if isinstance(generator, list) or latents.shape[0] == 1:
-            return sampler.scheduler.step(noise_pred, t, latents, **sampler._extra, return_dict=False)[0]
-        out = sampler.scheduler.step(_video(noise_pred), t, _video(latents), **sampler._extra, return_dict=False)[0]
+        extra = sampler.step_kwargs
+        if isinstance(extra.get("generator"), list) or latents.shape[0] == 1:
+            return sampler.scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
+        out = sampler.scheduler.step(_video(noise_pred), t, _video(latents), **extra, return_dict=False)[0]
         return _frames(out)

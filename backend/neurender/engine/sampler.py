@@ -217,6 +217,17 @@ class LockstepSampler:
         return list(getattr(cn, "nets", [cn]))
 
     # --- what strategies call (engine/strategy.py) -----------------------------------------------------------
+    @property
+    def step_kwargs(self) -> dict:
+        """The keyword arguments of this run's ``scheduler.step`` calls (generator(s), eta): for a strategy that does
+        its own scheduler step (``scheduler_step``)."""
+        return dict(self._extra)
+
+    def set_reference_noise(self, noise: torch.Tensor) -> None:
+        """The (1, C, h, w) noise the reference image is noised with (default: the first frame's initial noise): for
+        a strategy that draws the initial noise in another layout in ``prepare``."""
+        self._noise0 = noise
+
     def reference_passes(self, latents: torch.Tensor, t, i: int, n_steps: int) -> None:
         """Evaluate the extra anchors of step ``i`` before the frames: the reference image (noised to ``t`` with the
         first frame's noise) and the precomputed shared anchors; their keys/values become the frames' anchors."""
