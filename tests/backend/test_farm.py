@@ -259,3 +259,19 @@ def test_cli_anchors_render_chunks_merge_with_json_progress_and_exit_codes(tiny_
     assert main(["render", str(passes), "--out", str(tmp_path / "x"), "--frames", "1-5", "--overlap", "2",
                  "--anchors", str(anchors_dir), *_flags(tiny_model_dir, steps=4)]) == 2
     assert not list((tmp_path / "x").glob("**/frame_*.png"))
+
+
+def test_ray_farm_plans_a_shot_with_the_contracts_frame_rule(tmp_path):
+    """The farm cuts the frames the server and the runner would render (the one rule, contract.select_frames): a range
+    outside the shot is refused before anything is submitted, a subset is cut as given."""
+    from neurender.contract import ContractError, ErrorKind
+    from neurender.farm.ray_farm import FarmOptions, Shot, plan_shot
+
+    manifest = write_synthetic_pass_folder(tmp_path / "passes", frames=6)
+    folder, first = tmp_path / "passes", manifest.frame_start
+    options = FarmOptions(address="127.0.0.1:1", chunk_size=2, overlap=1)
+    with pytest.raises(ContractError) as caught:
+        plan_shot(Shot(folder, tmp_path / "o", RenderSettings(frames=f"{first}-{first + 100}")), options)
+    assert caught.value.kind == ErrorKind.BAD_FRAMES
+    chunks = plan_shot(Shot(folder, tmp_path / "o", RenderSettings(frames=f"{first + 1}-{first + 4}")), options)
+    assert chunks[0].core[0] == first + 1 and chunks[-1].core[-1] == first + 4

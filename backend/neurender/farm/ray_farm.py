@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from neurender.contract import RenderSettings, parse_frame_range
+from neurender.contract import RenderSettings
 from neurender.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -114,10 +114,9 @@ def plan_shot(shot: Shot, options: FarmOptions):
     from neurender.farm.chunks import plan_chunks
     from neurender.passes.folder import PassFolder
 
-    shot.settings.check()
-    folder = PassFolder.open(shot.pass_dir)
-    frames = parse_frame_range(shot.settings.frames) if shot.settings.frames else (folder.frames[0], folder.frames[-1])
-    return plan_chunks(folder.frames, frames, options.chunk_size, options.overlap)
+    folder = PassFolder.open(shot.pass_dir)  # shot.settings were checked where they entered (the farm CLI)
+    selected = folder.manifest.select_frames(shot.settings.frames)  # the contract's one frame rule
+    return plan_chunks(folder.frames, (selected[0], selected[-1]), options.chunk_size, options.overlap)
 
 
 def run_farm(shots: list[Shot], options: FarmOptions, *, events: Optional[Callable[[dict], None]] = None) -> FarmReport:
