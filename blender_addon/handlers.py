@@ -134,6 +134,12 @@ def on_load_post(*_args) -> None:
 
 
 @persistent
+def on_undo_post(*_args) -> None:
+    """Undo and redo restore the scene's job records as they were at that step: jobs submitted since come back."""
+    session.reattach_all()
+
+
+@persistent
 def on_save_pre(filepath="", *_args) -> None:
     """Job folders under the .blend's folder are stored relative to it (``//``), so a moved project finds them."""
     if isinstance(filepath, str) and filepath:
@@ -153,6 +159,8 @@ _HANDLERS = (
     ("render_cancel", on_render_cancel),
     ("load_pre", on_load_pre),
     ("load_post", on_load_post),
+    ("undo_post", on_undo_post),
+    ("redo_post", on_undo_post),
     ("save_pre", on_save_pre),
 )
 

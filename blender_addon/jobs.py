@@ -120,6 +120,23 @@ def new(scene, frame_start: int, frame_end: int, kind: str = KIND_ANIMATION, pas
     return rec.key
 
 
+FIELDS = ("key", "job_id", "backend_url", "local_backend", "upload", "kind", "frame_start", "frame_end", "version",
+          "pass_dir", "out_dir", "state", "message", "frames_done", "frames_total", "strip", "image", "imported",
+          "created")
+
+
+def to_dict(rec) -> dict:
+    return {name: getattr(rec, name) for name in FIELDS}
+
+
+def restore(scene, fields: dict):
+    """Add the record ``fields`` (``to_dict``) back to ``scene`` (an undo step took it away); returns it."""
+    rec = scene.neurender_jobs.add()
+    for name, value in fields.items():
+        setattr(rec, name, value)
+    return rec
+
+
 def relativize(blend_path: str) -> None:
     """Store every record's folders relative to ``blend_path`` where they lie under its folder (on save)."""
     for _scene, rec in all_records():

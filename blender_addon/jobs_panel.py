@@ -22,7 +22,7 @@ class NEURENDER_PT_jobs(bpy.types.Panel):
         if not recs:
             layout.label(text="No neural renders of this shot yet")
             return
-        for rec in sorted(recs, key=lambda r: r.created, reverse=True)[:SHOWN]:
+        for rec in sorted(recs, key=lambda r: r.version, reverse=True)[:SHOWN]:  # versions only grow
             box = layout.box()
             row = box.row(align=True)
             row.label(text=rec.label, icon="RENDER_ANIMATION" if rec.kind == jobs.KIND_ANIMATION else "RENDER_STILL")

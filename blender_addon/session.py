@@ -39,8 +39,9 @@ class _State:
         self.local = backend_process.LocalBackend()
         self.current = ""
         """Key of the job record the panel's status follows (the latest submitted)."""
-        self.known: dict[str, str] = {}
-        """Record key -> backend job id of every job submitted in this session (refills an id an undo took)."""
+        self.known: dict[str, dict] = {}
+        """Record key -> {file, scene, record fields} of every job submitted in this session: an undo step (or a
+        reload of a file saved before the job id arrived) that lost the record or its id gets them back."""
         self.session_keys: set[str] = set()
         self.reattach_pending = False
         """Set on register: the next ``pump`` runs ``reattach_all`` (bpy.data is restricted during register)."""
@@ -282,10 +283,11 @@ def submit_job(scene, frame_start: int, frame_end: int, wait: Optional[bool] = N
             return
         c, job = result
         job_id = str(job["id"])
-        st.known[key] = job_id  # survives undo and a file reload before the record was saved with its id
         found = jobs.find(key=key)
         if found is not None:
             found[1].job_id = job_id
+            # survives undo and a file reload before the record was saved with its id
+            _remember(found[0], found[1])
         if upload:  # frames come back over HTTP into the scene's own output folder
             job = dict(job, out_dir=out_dir, server_out_dir=job.get("out_dir", ""), frames_downloaded=[])
         _job_update(job_id, job, None)
@@ -357,6 +359,11 @@ def _upload(c: client.Client, folder: str, settings: dict, w: worker.Worker) -> 
             pass
 
 
+def _remember(scene, rec) -> None:
+    """Keep the record's latest fields in the session (``state().known``), for an undo step that takes it away."""
+    state().known[rec.key] = {"file": bpy.data.filepath, "scene": scene.name, "fields": jobs.to_dict(rec)}
+
+
 def record_failed(key: str, message: str, state_: str = "") -> None:
     """The render of record ``key`` never reached the backend (pass render or submit failed, or ``state_``
     cancelled: Esc during the pass render)."""
@@ -403,6 +410,7 @@ def _job_update(job_id: str, job, err) -> None:
         rec.frames_done = len(job.get("frames_downloaded", job.get("frames_done")) or [])
         rec.frames_total = int(p.get("frames_total", 0)) or rec.frames_total
         rec.message = ""
+        _remember(found[0], rec)
     if current and status is not None:
         status.job_id = str(job.get("id", ""))
         status.job_state = state_
@@ -494,11 +502,13 @@ def import_record(scene, rec, first: Optional[int] = None, last: Optional[int] =
         path = os.path.join(out_dir, contract.FRAME_FILE_PATTERN.format(frame=frames[0]))
         img = vse.load_frame_image(path, f"neurender frame {frames[0]} {version}")
         rec.image, rec.imported = img.name, True
+        _remember(scene, rec)
         return f"Done: frame {frames[0]} ({version}) is the image {img.name!r} ({out_dir})"
     strip = vse.place_result(scene, out_dir, frames, version=rec.version)
     if random_weights:  # the strip says so too: whatever it shows is noise
         strip.name = live.RANDOM_WEIGHTS_STRIP  # (its version stays in the record and the strip's tag)
     rec.strip, rec.imported = strip.name, True
+    _remember(scene, rec)
     names = {s.name for s in vse.our_strips(scene)}
     for other in jobs.records(scene):
         if other.strip and other.strip not in names:
@@ -551,15 +561,22 @@ def reattach_all() -> int:
     yet (after a file load, a restart, re-enabling the extension, Connect). Returns how many are followed."""
     st = state()
     followed = 0
-    for _scene, rec in jobs.all_records():
+    for key, known in st.known.items():  # an undo step took a record of this file away: it comes back
+        scene = bpy.data.scenes.get(known["scene"])
+        if known["file"] == bpy.data.filepath and scene is not None and jobs.find(key=key) is None:
+            log.info("job record %s restored (%s)", known["fields"]["job_id"], known["scene"])
+            jobs.restore(scene, known["fields"])
+    for scene, rec in jobs.all_records():
         if not rec.job_id and rec.key in st.known:
-            rec.job_id = st.known[rec.key]  # an undo or reload lost the id that arrived after the last save
+            rec.job_id = st.known[rec.key]["fields"]["job_id"]  # an undo or reload lost the id that came later
+        if rec.job_id:
+            _remember(scene, rec)  # (also the records of a file just loaded or an extension just re-enabled)
         if not rec.job_id:
             if rec.active and rec.key not in st.session_keys:
                 rec.state, rec.message = jobs.ERROR, "Blender closed before this render reached the backend"
             continue
         wanted = rec.active or (rec.state == contract.JOB_DONE and not rec.imported)
-        if not wanted or rec.job_id in st.watchers:
+        if not wanted or (rec.job_id in st.watchers and st.watchers[rec.job_id].alive):
             continue
         try:
             c = _client_for(rec)

@@ -100,6 +100,11 @@ class JobWatcher:
     def stop(self) -> None:
         self._stop.set()
 
+    @property
+    def alive(self) -> bool:
+        """Still polling on its thread (a watcher that reached a final state, or never started one, is not)."""
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+
     def _loop(self) -> None:
         failures = 0
         while not self._stop.is_set():

@@ -27,6 +27,10 @@ def test_jobs_survive_reload_restart_reenable_and_a_backend_away(addon_zip, tmp_
         [ln for ln in a["_log"].splitlines() if "reattach" in ln or "Error" in ln or "neurender" in ln[:40]][-30:]
     assert a["job3"]["images"] == ["neurender frame 2 v003"]
 
+    # records an undo step took away come back with their ids and states; the running job is still followed
+    assert [v for v, *_ in a["after_undo"]] == [1, 2, 3, 4] and all(job_id for _, job_id, *_ in a["after_undo"])
+    assert a["after_undo"][0][2:] == ["done", True] and a["undo_running_watched"]
+
     # a Blender restart on the file saved during the long render: it was still running and is followed to its end
     b = run_blender_scenario("reattach", tmp_path / "b", addon_zip, timeout=240, url=stub.url, phase="b", out=out)
     assert b["job4_backend_state_at_open"] in ("queued", "running") and b["job4_saved_state"] in ("queued", "running")

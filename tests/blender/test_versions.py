@@ -36,6 +36,10 @@ def test_single_frame_never_replaces_the_animation_and_paths_are_relative(run_sc
     assert ours[0]["version"] == 1
     assert all(x["job_id"] for x in recs) and len(stub.jobs) == 2
 
+    # the Jobs panel lists both, newest first, each with Import and Open Folder (no Cancel: they are done)
+    assert r["jobs_panel"] == ["label:v002 frame 2: done", "neurender.job_import", "neurender.job_open_folder",
+                               "label:v001 frames 1-4: done", "neurender.job_import", "neurender.job_open_folder"]
+
     moved = r["moved"]  # the project folder moved: the records and the strip resolve to the new place
     assert moved["exists"] and moved["abs_out_dir"].startswith(root.replace(os.sep + "shot" + os.sep,
                                                                             os.sep + "shot_moved" + os.sep))

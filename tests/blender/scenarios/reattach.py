@@ -119,6 +119,15 @@ if config["phase"] == "a":
     out["job4_started"] = pump_until(started(3))
     out["job4_id"] = rec(3).job_id
     bpy.ops.wm.save_as_mainfile(filepath=os.path.join(project, "running.blend"), copy=True)
+
+    # 5. an undo step back to before the first and the last render took their records away (simulated: Blender's
+    #    undo stack does not exist headless): undo_post brings both back, the running one still followed
+    jobs = bpy.context.scene.neurender_jobs
+    jobs.remove(3)
+    jobs.remove(0)
+    m().handlers.on_undo_post()
+    out["after_undo"] = sorted((r.version, r.job_id, r.state, r.imported) for r in bpy.context.scene.neurender_jobs)
+    out["undo_running_watched"] = m().session.state().watchers[out["job4_id"]].alive
 else:
     # a Blender restart: open the file saved while its last job ran
     bpy.ops.wm.open_mainfile(filepath=os.path.join(project, "running.blend"))

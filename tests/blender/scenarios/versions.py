@@ -66,6 +66,39 @@ out["after_frame"] = {"strips": strips(), "records": records(), "files": sorted(
                       "v001_unchanged": {k: v for k, v in v1.items() if v2.get(k) != v} == {},
                       "images": [{"name": i.name, "filepath": i.filepath, "size": list(i.size)}
                                  for i in bpy.data.images if i.name.startswith("neurender")]}
+
+
+class Layout:
+    """Records what the Jobs panel draws (bpy has no UI in background mode); operators must exist."""
+
+    calls: list = []
+
+    def __getattr__(self, name):
+        return None
+
+    def __setattr__(self, name, value):
+        pass
+
+    def _child(self, *a, **k):
+        return Layout()
+
+    row = column = box = _child
+
+    def label(self, text="", **kw):
+        Layout.calls.append("label:" + text)
+
+    def operator(self, idname, **kw):
+        cat, _, op = idname.partition(".")
+        getattr(getattr(bpy.ops, cat), op).get_rna_type()  # raises for an operator that does not exist
+        Layout.calls.append(idname)
+        return Layout()
+
+
+if hasattr(mod, "jobs_panel"):
+    import types
+
+    mod.jobs_panel.NEURENDER_PT_jobs.draw(types.SimpleNamespace(layout=Layout()), bpy.context)
+out["jobs_panel"] = Layout.calls
 v001 = os.path.join(root, "passes", "v001")
 out["v001_manifest_frames"] = ([f.frame for f in mod.pass_export.read_manifest(v001).frames]
                                if os.path.isdir(v001) else [])
