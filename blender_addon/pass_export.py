@@ -180,7 +180,12 @@ def make_pass_scene(scene, frame_start: int, frame_end: int, folder: str, fast: 
             tmp.collection.children.link(child)
         for obj in scene.collection.objects:
             tmp.collection.objects.link(obj)
-        tmp.camera = scene.camera
+        copies = {}
+        tmp.camera = _pinhole(scene.camera, tmp, copies)
+        for m in scene.timeline_markers:  # camera cuts: the pass scene switches cameras where the artist's does
+            twin = tmp.timeline_markers.new(m.name, frame=m.frame)
+            if m.camera is not None:
+                twin.camera = _pinhole(m.camera, tmp, copies)
         tmp.world = scene.world
         tmp.background_set = scene.background_set
         r = tmp.render
@@ -217,6 +222,22 @@ def make_pass_scene(scene, frame_start: int, frame_end: int, folder: str, fast: 
     return tmp
 
 
+PASS_CAMERA_TAG = "neurender_pass_camera"
+
+
+def _pinhole(cam, tmp, copies: dict):
+    """A copy of the artist's camera object for the pass scene with depth of field off (the passes are one camera
+    ray per pixel through a pinhole); it shares the camera's animation, parent and constraints."""
+    if cam.name not in copies:
+        twin = cam.copy()
+        twin.data = cam.data.copy()
+        twin.data.dof.use_dof = False
+        twin[PASS_CAMERA_TAG] = True
+        tmp.collection.objects.link(twin)
+        copies[cam.name] = twin
+    return copies[cam.name]
+
+
 def remove_pass_scene(tmp) -> None:
     """Remove the temporary scene, after freeing the render engine it kept for persistent data.
 
@@ -228,7 +249,13 @@ def remove_pass_scene(tmp) -> None:
     try:
         if tmp.render.use_persistent_data:
             tmp.render.use_persistent_data = False
+        cameras = [o for o in tmp.collection.objects if o.get(PASS_CAMERA_TAG)]
         bpy.data.scenes.remove(tmp, do_unlink=True)
+        for obj in cameras:
+            data = obj.data
+            bpy.data.objects.remove(obj, do_unlink=True)
+            if data is not None and data.users == 0:
+                bpy.data.cameras.remove(data)
     except ReferenceError:  # already gone
         pass
 

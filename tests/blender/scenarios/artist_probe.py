@@ -170,6 +170,7 @@ elif case == "dof":
     cam = scene.camera.data
     cam.dof.focus_distance, cam.dof.aperture_fstop = 1.0, 0.5  # a shallow-focus close-up
     depth = {}
+    before_ids = (sorted(o.name for o in bpy.data.objects), sorted(c.name for c in bpy.data.cameras))
     for dof in (True, False):
         cam.dof.use_dof = dof
         d = os.path.join(config["tmp"], f"passes_dof{int(dof)}")
@@ -177,6 +178,9 @@ elif case == "dof":
         ch = exr_io.channels(os.path.join(d, "passes_0012.exr"))
         depth[dof] = ch[[k for k in ch if k.endswith("Depth.Z")][0]]
     cam.dof.use_dof = True
+    out["ids_left"] = [sorted(o.name for o in bpy.data.objects), sorted(c.name for c in bpy.data.cameras)] == [
+        *map(list, before_ids)]
+    out["artist_dof"] = [cam.dof.use_dof, round(cam.dof.aperture_fstop, 3), round(cam.dof.focus_distance, 3)]
     pinhole = depth[False]
     fg = pinhole < 100
     out["depth_rel_err_median"] = float(np.median(np.abs(depth[True][fg] - pinhole[fg]) / pinhole[fg]))
