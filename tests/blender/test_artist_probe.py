@@ -236,3 +236,46 @@ def test_passes_are_pinhole_with_the_artists_depth_of_field(run_scenario, stub):
     assert r["artist_dof"] == [True, 0.5, 1.0]  # the artist's camera keeps its depth of field
     assert r["background_mismatch"] < 0.002, r
     assert r["depth_rel_err_median"] < 1e-3, r
+
+
+@pytest.mark.xfail(reason=(
+    "open defect in handlers.py (i10b): a hooked Ctrl+F12 whose frames Blender skips (Overwrite off, "
+    "frames on disk) sends nothing and says nothing; see NOTES artist -> i10b 14:35/15:08"), strict=False)
+def test_hook_sends_the_shot_when_overwrite_is_off_and_the_frames_exist(run_scenario, stub):
+    """Finding: with the hook on and the artist's Output > Overwrite off (frames already on disk), Blender skips
+    every frame and fires no render_write, so the hook sent nothing and said nothing (no message, no error)."""
+    r = _case(run_scenario, stub, "hook_overwrite_off")
+    a = r["Ctrl+F12 again, Overwrite off"]
+    assert a["diffs"] == [] and a["artist_written"] == []
+    told = a["message"] or a["error"]
+    assert a["new_files"] or told, "the hooked Ctrl+F12 sent nothing and the artist was told nothing"
+    assert any(f.endswith("frame_0014.png") for f in a["new_files"]), (
+        f"the artist's whole range is on disk, yet no neural render was made; the panel said {told!r}")
+
+
+@pytest.mark.xfail(reason=(
+    "open defect in vse.py (i10): the result strip is not muted when the artist renders through their own "
+    "sequencer, so their next F12/Ctrl+F12 output changes; see NOTES artist -> i10 15:06"), strict=False)
+def test_the_neural_strip_does_not_change_the_artists_sequencer_render(run_scenario, stub):
+    """Finding: when the artist's output goes through their own sequencer edit (Post Processing > Sequencer on, a
+    slate and a colour note over the scene strip), the neural result strip is placed on the channel above and is
+    not muted, so the artist's next F12 / Ctrl+F12 beauty output shows the neural frames over their edit."""
+    r = _case(run_scenario, stub, "sequencer_output")
+    assert len(r["our_strips"]) == 1
+    assert r["max_pixel_change"] < 1e-6, (
+        f"the artist's own render changed after the neural render (strip {r['our_strips']}): "
+        f"max pixel change {r['max_pixel_change']}")
+
+
+@pytest.mark.xfail(reason=(
+    "open defect in session.py / jobs_panel.py (i10): the single-frame image and the Jobs panel do not "
+    "say a result is random-weight noise; see NOTES artist -> i10 15:12"), strict=False)
+def test_every_random_weights_result_says_so(run_scenario, stub):
+    """Finding: without a checkpoint, the animation's strip is named 'neurender RANDOM WEIGHTS (noise)', but the
+    single frame's result image is plain 'neurender frame 12 v002' and the Jobs panel lists both records as
+    'done' without a word: an artist who opens the image or reads the Jobs list takes noise for a result."""
+    r = _case(run_scenario, stub, "random_results")
+    assert r["strips"] and "RANDOM WEIGHTS" in r["strips"][0][0]
+    assert r["images"] and all("RANDOM WEIGHTS" in name for name, _path in r["images"]), r["images"]
+    said = [text for text, alert in r["jobs_panel"] if "RANDOM WEIGHTS" in text and alert]
+    assert len(said) >= 2, f"the Jobs panel does not say both results are noise: {r['jobs_panel']}"
