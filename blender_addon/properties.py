@@ -240,7 +240,9 @@ def _field_props() -> dict:
             description="What the checkpoint predicts. Auto reads a .yaml next to the checkpoint (parameterization "
                         "\"v\"), else epsilon; set V-prediction for SD 1.x v-prediction fine-tunes without a .yaml"),
         "overwrite": BoolProperty(name="Overwrite frames", default=True,
-                                  description="Render every frame again instead of keeping frames already done"),
+                                  description="Render every frame again instead of keeping frames already in "
+                                              "the job's folder (each render gets a new version folder, so this "
+                                              "matters for a job resumed or sent into a folder that has frames)"),
     }
 
 
@@ -335,7 +337,8 @@ _SHOT_EXTRA = {
         + [("CUSTOM", "Custom", "The step list and post pass set under Advanced")]),
     "output_dir": StringProperty(name="Output", subtype="DIR_PATH", default="//neurender/",
                                  options={"PATH_SUPPORTS_BLEND_RELATIVE"},
-                                 description="Folder for the pass folder and the neural frames"),
+                                 description="Folder for this shot's renders: each render writes its own "
+                                             "passes/vNNN and frames/vNNN inside it (// is the .blend's folder)"),
     "render_hook": BoolProperty(name="Neural render on animation render", default=False,
                                 description="After Render Animation (Ctrl+F12, blender -b -a) completes, also render "
                                             "the passes (from a temporary scene) and submit the neural render; still "
