@@ -116,9 +116,14 @@ void update(int b, int h, int w, int c, int patch, int pad, const float* src, co
 """
 
 
+# No -ffast-math: a shared object built with it sets flush-to-zero/denormals-are-zero for the WHOLE process when it is
+# loaded (crtfastmath.o), which silently changes every later float computation (numpy, torch, hypothesis refuses to run).
+_CFLAGS = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC"]
+
+
 @functools.lru_cache(maxsize=1)
 def _lib() -> ctypes.CDLL:
-    tag = hashlib.sha1(_C.encode()).hexdigest()[:12]
+    tag = hashlib.sha1((_C + " ".join(_CFLAGS)).encode()).hexdigest()[:12]
     folder = Path(os.environ.get("XDG_CACHE_HOME", Path(tempfile.gettempdir()))) / "neurender-fastblend-ref"
     folder.mkdir(parents=True, exist_ok=True)
     so = folder / f"fastblend_{tag}.so"
@@ -126,8 +131,7 @@ def _lib() -> ctypes.CDLL:
         src = folder / f"fastblend_{tag}.c"
         src.write_text(_C)
         tmp = folder / f".{tag}.{os.getpid()}.so"
-        subprocess.run(["cc", "-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC", str(src), "-o", str(tmp)],
-                       check=True)
+        subprocess.run(["cc", *_CFLAGS, str(src), "-o", str(tmp)], check=True)
         tmp.replace(so)
     lib = ctypes.CDLL(str(so))
     p = ctypes.c_void_p

@@ -36,3 +36,14 @@ def test_the_field_follows_a_known_shift_and_still_frames_come_back_unchanged():
     for mode in ("fast", "balanced"):
         out = fr.fastblend(still, still, mode, window=2)
         assert np.abs(out - still).max() <= 1.0 / 255 + 1e-6, mode
+
+
+def test_loading_the_kernels_leaves_the_process_floating_point_state_alone():
+    """A kernel built with -ffast-math turns on flush-to-zero for the whole test process when it loads, and every
+    later test computes differently (hypothesis refused to run test_server_schema after it)."""
+    import fastblend_reference as fr
+
+    fr._lib()
+    tiny = np.finfo(np.float32).tiny
+    assert np.float32(tiny) / np.float32(4) > 0  # a subnormal survives
+    assert float(np.nextafter(np.float64(0), np.float64(1))) > 0
