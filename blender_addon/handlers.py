@@ -1,8 +1,10 @@
 """The render hook: with "Neural render on animation render" on, Render Animation (Ctrl+F12) or
 ``blender -b file.blend -a`` also writes the pass folder and submits the neural render when rendering completes.
 
-The artist's render and its output are left alone. Only an animation render counts (every frame of the range was
-written: ``render_write``); a still render (F12, ``-f N``) never submits anything. On ``render_complete`` of an
+The artist's render and its output are left alone. Only an animation render counts: every frame of the range was
+written (``render_write``) or, with the artist's Output > Overwrite off, skipped by Blender because its file is
+already on disk (a skipped frame fires no ``render_pre``); a still render (F12: ``render_pre`` without
+``render_write``; ``-f N`` on the command line) never submits anything. On ``render_complete`` of an
 animation the passes are rendered from a temporary scene (``pass_export.export_passes``), the manifest written and
 the job submitted; in background mode this happens
 right away and waits for the job, in the UI it is posted to the session's main-thread queue (drained by the
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import sys
 from typing import Optional
 
 import bpy
@@ -48,7 +52,13 @@ def on_render_init(scene, *_args) -> None:
         return
     step = max(1, scene.frame_step)
     _pending = {"scene": scene.name, "start": scene.frame_start, "end": scene.frame_end,
-                "expected": list(range(scene.frame_start, scene.frame_end + 1, step)), "written": []}
+                "expected": list(range(scene.frame_start, scene.frame_end + 1, step)), "written": [], "started": []}
+
+
+@persistent
+def on_render_pre(scene, *_args) -> None:
+    if _pending is not None and _pending["scene"] == scene.name:
+        _pending["started"].append(scene.frame_current)
 
 
 @persistent
@@ -57,14 +67,37 @@ def on_render_write(scene, *_args) -> None:
         _pending["written"].append(scene.frame_current)
 
 
+def _still_on_command_line() -> bool:
+    """``blender -b file.blend -f N`` (a still render that writes its file), not ``-a`` (Blender's own arguments come
+    before ``--``)."""
+    own = sys.argv[: sys.argv.index("--")] if "--" in sys.argv else sys.argv
+    return bpy.app.background and any(a in ("-f", "--render-frame") for a in own) and \
+        not any(a in ("-a", "--render-anim") for a in own)
+
+
+def is_animation_render(scene, job: dict) -> bool:
+    """Every frame of the range was rendered and written, or skipped by Blender because Overwrite is off and its file
+    exists; and no frame was rendered without being written (F12 renders the current frame and writes nothing)."""
+    written, started = set(job["written"]), set(job.get("started", ()))
+    if started - written or _still_on_command_line():
+        return False
+    missing = [f for f in job["expected"] if f not in written]
+    if missing and scene.render.use_overwrite:
+        return False
+    return all(os.path.isfile(bpy.path.abspath(scene.render.frame_path(frame=f))) for f in missing)
+
+
 @persistent
 def on_render_complete(scene, *_args) -> None:
     global _pending
     job, _pending = _pending, None
     if job is None or job["scene"] != scene.name:
         return
-    if sorted(set(job["written"])) != job["expected"]:  # a still render (F12, -f N) or an interrupted animation
+    if not is_animation_render(scene, job):  # a still render (F12, -f N) or an interrupted animation
         log.info("neurender: not an animation render of frames %d-%d; nothing sent", job["start"], job["end"])
+        if len(set(job["written"])) > 1:  # an animation that stopped early (a still render writes one frame at most)
+            session.set_message(f"Neural render not sent: not every frame of {job['start']}-{job['end']} was "
+                                "rendered.")
         return
     _finish_on_main_thread(job)
 
@@ -154,6 +187,7 @@ def reattach_soon() -> None:
 
 _HANDLERS = (
     ("render_init", on_render_init),
+    ("render_pre", on_render_pre),
     ("render_write", on_render_write),
     ("render_complete", on_render_complete),
     ("render_cancel", on_render_cancel),

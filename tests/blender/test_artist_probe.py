@@ -238,9 +238,6 @@ def test_passes_are_pinhole_with_the_artists_depth_of_field(run_scenario, stub):
     assert r["depth_rel_err_median"] < 1e-3, r
 
 
-@pytest.mark.xfail(reason=(
-    "open defect in handlers.py (i10b): a hooked Ctrl+F12 whose frames Blender skips (Overwrite off, "
-    "frames on disk) sends nothing and says nothing; see NOTES artist -> i10b 14:35/15:08"), strict=False)
 def test_hook_sends_the_shot_when_overwrite_is_off_and_the_frames_exist(run_scenario, stub):
     """Finding: with the hook on and the artist's Output > Overwrite off (frames already on disk), Blender skips
     every frame and fires no render_write, so the hook sent nothing and said nothing (no message, no error)."""
