@@ -55,6 +55,8 @@ class NeurenderJob(bpy.types.PropertyGroup):
     strip: StringProperty(description="Name of the VSE strip this job placed")
     image: StringProperty(description="Name of the image (single-frame renders) this job loaded")
     imported: BoolProperty()
+    random_weights: BoolProperty(description="Rendered with the backend's random demo weights (no checkpoint set): "
+                                             "the result is noise, not an image")
     created: FloatProperty()
 
     @property

@@ -3,7 +3,7 @@ import and open-folder. Drawing only: no state changes, no network."""
 
 import bpy
 
-from . import jobs
+from . import jobs, panels
 
 SHOWN = 8
 """Newest records drawn; older ones stay in the .blend (and their folders on disk)."""
@@ -31,10 +31,14 @@ class NEURENDER_PT_jobs(bpy.types.Panel):
             if not rec.active or rec.imported:
                 row.operator("neurender.job_import", text="", icon="IMPORT").key = rec.key
             row.operator("neurender.job_open_folder", text="", icon="FILEBROWSER").key = rec.key
+            if rec.random_weights:
+                sub = box.row()
+                sub.alert = True
+                sub.label(text="RANDOM WEIGHTS: noise, not an image (no checkpoint set)", icon="ERROR")
             if rec.message:
                 sub = box.row()
                 sub.alert = rec.state in (jobs.ERROR, jobs.LOST, "failed")
-                sub.label(text=rec.message)
+                panels.draw_wrapped(sub, rec.message, 60)
         if len(recs) > SHOWN:
             layout.label(text=f"{len(recs) - SHOWN} older renders not shown")
 

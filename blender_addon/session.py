@@ -498,14 +498,18 @@ def import_record(scene, rec, first: Optional[int] = None, last: Optional[int] =
     if not frames:
         raise contract.ContractError(f"no neural frames of {first}-{last} in {out_dir}")
     version = pass_export.version_name(rec.version)
+    if random_weights:
+        rec.random_weights = True  # kept: a later Import from the Jobs panel says so too
+    noise = rec.random_weights
     if rec.kind == jobs.KIND_FRAME:
         path = os.path.join(out_dir, contract.FRAME_FILE_PATTERN.format(frame=frames[0]))
-        img = vse.load_frame_image(path, f"neurender frame {frames[0]} {version}")
+        name = f"neurender frame {frames[0]} {version}" + (" RANDOM WEIGHTS (noise)" if noise else "")
+        img = vse.load_frame_image(path, name)
         rec.image, rec.imported = img.name, True
         _remember(scene, rec)
         return f"Done: frame {frames[0]} ({version}) is the image {img.name!r} ({out_dir})"
     strip = vse.place_result(scene, out_dir, frames, version=rec.version)
-    if random_weights:  # the strip says so too: whatever it shows is noise
+    if noise:  # the strip says so too: whatever it shows is noise
         strip.name = live.RANDOM_WEIGHTS_STRIP  # (its version stays in the record and the strip's tag)
     rec.strip, rec.imported = strip.name, True
     _remember(scene, rec)
@@ -516,7 +520,9 @@ def import_record(scene, rec, first: Optional[int] = None, last: Optional[int] =
     movie = ""
     if scene.neurender.make_movie:
         movie = " and " + vse.write_movie(scene, out_dir, frames, os.path.join(out_dir, MOVIE_NAME))
-    return f"Done: {len(strip.elements)} frames on VSE channel {strip.channel} ({out_dir}){movie}"
+    muted = (". The strip is muted so that your own renders stay as they were (your Output uses the Sequencer); "
+             "unmute it to watch it") if strip.mute else ""
+    return f"Done: {len(strip.elements)} frames on VSE channel {strip.channel} ({out_dir}){movie}{muted}"
 
 
 def cancel_job(job_id: str = "") -> bool:

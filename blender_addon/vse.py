@@ -72,6 +72,9 @@ def place_result(scene, folder: str, frames: list[int] | None = None, version: i
     se = scene.sequence_editor or scene.sequence_editor_create()
     old = [s for s in our_strips(scene) if version is None or _version_of(s) <= version]
     keep = old[0].channel if old else None
+    # With Post Processing > Sequencer on, any unmuted strip becomes the scene's render output: ours is added muted so
+    # the artist's next F12 / Ctrl+F12 renders what it rendered before (an artist who unmuted our strip keeps that).
+    mute = bool(scene.render.use_sequencer) and (old[0].mute if old else True)
     for s in old:
         compat.strips(se).remove(s)
     busy = {s.channel for s in compat.strips(se)
@@ -89,6 +92,7 @@ def place_result(scene, folder: str, frames: list[int] | None = None, version: i
     for name in _held_names(frames)[1:]:
         strip.elements.append(name)
     strip[TAG] = version or 1
+    strip.mute = mute
     log.info("neurender strip on channel %d, frames %d-%d", channel, frames[0], frames[-1])
     return strip
 

@@ -250,9 +250,6 @@ def test_hook_sends_the_shot_when_overwrite_is_off_and_the_frames_exist(run_scen
         f"the artist's whole range is on disk, yet no neural render was made; the panel said {told!r}")
 
 
-@pytest.mark.xfail(reason=(
-    "open defect in vse.py (i10): the result strip is not muted when the artist renders through their own "
-    "sequencer, so their next F12/Ctrl+F12 output changes; see NOTES artist -> i10 15:06"), strict=False)
 def test_the_neural_strip_does_not_change_the_artists_sequencer_render(run_scenario, stub):
     """Finding: when the artist's output goes through their own sequencer edit (Post Processing > Sequencer on, a
     slate and a colour note over the scene strip), the neural result strip is placed on the channel above and is
@@ -264,9 +261,6 @@ def test_the_neural_strip_does_not_change_the_artists_sequencer_render(run_scena
         f"max pixel change {r['max_pixel_change']}")
 
 
-@pytest.mark.xfail(reason=(
-    "open defect in session.py / jobs_panel.py (i10): the single-frame image and the Jobs panel do not "
-    "say a result is random-weight noise; see NOTES artist -> i10 15:12"), strict=False)
 def test_every_random_weights_result_says_so(run_scenario, stub):
     """Finding: without a checkpoint, the animation's strip is named 'neurender RANDOM WEIGHTS (noise)', but the
     single frame's result image is plain 'neurender frame 12 v002' and the Jobs panel lists both records as

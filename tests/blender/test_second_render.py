@@ -30,6 +30,6 @@ def test_second_render_is_queued_and_the_first_is_kept(run_scenario, stub):
     assert r["frame_op"] == ["FINISHED"] and r["cancel_poll_current"] and r["cancel_op"] == ["FINISHED"]
     assert r["part2_done"], r["part2"]
     third, fourth = r["part2"]["records"][2:]
-    assert third["state"] == "cancelled" and fourth["state"] == "done" and fourth["image"] == "neurender frame 2 v004"
+    assert third["state"] == "cancelled" and fourth["state"] == "done" and fourth["image"].startswith("neurender frame 2 v004")
     assert r["part2"]["strips"] == [["v002", 1, 4]]  # the cancelled job and the frame leave the strip alone
     assert len(os.listdir(third["out_dir"])) < 3
