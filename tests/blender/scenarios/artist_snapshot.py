@@ -9,6 +9,7 @@ import common
 config, mod = common.start(sys.argv[1])
 import bpy  # noqa: E402
 import scenes  # noqa: E402
+import rna_snapshot  # noqa: E402
 
 compat = mod.compat
 scene = scenes.build(frames=3, samples=2)
@@ -38,32 +39,8 @@ SKIP = {"rna_type", "neurender", "frame_current", "frame_current_final", "frame_
         "is_evaluated", "original", "depsgraph", "active_layer_collection", "layer_collection", "users", "session_uid", "is_dirty", "sequence_editor", "tag"}
 
 
-def snap(obj, depth=0):
-    """Every readable RNA property of obj, recursing into pointers and collections (bounded depth)."""
-    out = {}
-    if obj is None or depth > 2:
-        return out
-    for p in obj.bl_rna.properties:
-        k = p.identifier
-        if k in SKIP:
-            continue
-        try:
-            v = getattr(obj, k)
-        except Exception:  # noqa: BLE001 - some properties are unreadable headless
-            continue
-        if p.type == "POINTER":
-            if isinstance(v, bpy.types.ID):
-                out[k] = v.name
-            elif v is not None:
-                out[k] = snap(v, depth + 1)
-        elif p.type == "COLLECTION":
-            out[k] = [snap(i, depth + 1) if not isinstance(i, bpy.types.ID) else i.name for i in v]
-        else:
-            try:
-                out[k] = list(v) if hasattr(v, "__len__") and not isinstance(v, str) else v
-            except TypeError:
-                out[k] = str(v)
-    return out
+def snap(obj):
+    return rna_snapshot.snap(obj, SKIP, max_depth=2)  # exact floats; deeper reads crashed bpy after a render
 
 
 def whole():
@@ -75,12 +52,7 @@ def whole():
                              for s in compat.all_strips(se) if not s.get("neurender"))}
 
 
-def diff(a, b, path=""):
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in diff(a.get(k), b.get(k), f"{path}.{k}")]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff(x, y, f"{path}[{i}]")]
-    return [] if a == b else [f"{path}: {a!r} -> {b!r}"]
+diff = rna_snapshot.diff
 
 
 before = whole()

@@ -19,6 +19,8 @@ import os
 
 import bpy
 
+import rna_snapshot
+
 FRAME_START, FRAME_END = 11, 14
 SKIP = {"rna_type", "neurender", "neurender_jobs", "neurender_jobs_index",  # neurender's own settings and job records
         "frame_current_final", "frame_float", "frame_subframe", "is_evaluated",
@@ -165,36 +167,8 @@ def build(folder: str) -> bpy.types.Scene:
     return bpy.data.scenes["sh010"]
 
 
-def _snap(obj, depth: int = 0, max_depth: int = 3) -> dict:
-    """Every readable RNA property of ``obj``, recursing into structs and collections (bounded depth)."""
-    out = {}
-    if obj is None or depth > max_depth:
-        return out
-    for p in obj.bl_rna.properties:
-        k = p.identifier
-        if k in SKIP:
-            continue
-        try:
-            v = getattr(obj, k)
-        except Exception:  # noqa: BLE001 - some properties are unreadable headless
-            continue
-        if p.type == "POINTER":
-            if isinstance(v, bpy.types.ID):
-                out[k] = v.name
-            elif v is not None:
-                out[k] = _snap(v, depth + 1, max_depth)
-        elif p.type == "COLLECTION":
-            try:
-                out[k] = [i.name if isinstance(i, bpy.types.ID) else _snap(i, depth + 1, max_depth) for i in v]
-            except TypeError:
-                continue
-        else:
-            try:
-                out[k] = [round(x, 6) if isinstance(x, float) else x for x in v] if (
-                    hasattr(v, "__len__") and not isinstance(v, str)) else (round(v, 6) if isinstance(v, float) else v)
-            except TypeError:
-                out[k] = str(v)
-    return out
+def _snap(obj, max_depth: int = 3) -> dict:
+    return rna_snapshot.snap(obj, SKIP, max_depth, digits=6)
 
 
 def _fcurves(obj) -> list:
@@ -255,9 +229,4 @@ def snapshot(scene, artist_files: str = "", skip_under=()) -> dict:
     return out
 
 
-def diff(a, b, path: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in sorted(set(a) | set(b)) for d in diff(a.get(k), b.get(k), f"{path}.{k}")]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in diff(x, y, f"{path}[{i}]")]
-    return [] if a == b else [f"{path}: {a!r} -> {b!r}"]
+diff = rna_snapshot.diff
